@@ -1,0 +1,36 @@
+# Two entry points do all the set-up on a fresh machine: `make demo` and `make test`.
+# The virtual environment is created on first use; the CPU build of PyTorch is installed
+# before anything else so that no CUDA packages are pulled in.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-slow lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev,math]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/entropyrl demo $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src
+
+test: lint
+	$(BIN)/pytest -q $(ARGS)
+
+test-slow: $(STAMP)
+	$(BIN)/pytest -q -m slow $(ARGS)
+
+bench: $(STAMP)
+	for f in bench/bench_*.py; do $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

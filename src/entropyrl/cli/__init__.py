@@ -1,0 +1,1 @@
+"""The ``entropyrl`` command line: one module per subcommand, dispatched by :mod:`.main`."""

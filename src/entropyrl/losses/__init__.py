@@ -1,0 +1,179 @@
+"""Per-token policy losses, one registry, and the objective the trainer minimises.
+
+Losses (``LossName``): ``ppo`` (clip / clip-higher / dual-clip), ``pg`` (plain on-policy policy
+gradient), ``clip_cov`` and ``kl_cov`` (Cui et al. 2025). Each returns unreduced per-token
+values plus diagnostics; :func:`compute_objective` adds the optional entropy bonus and
+reference KL and reduces with one of the aggregation modes. Importing this package has no side
+effects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple, get_args
+
+import torch
+
+from entropyrl._checks import check_choice, check_positive
+from entropyrl.losses.aggregation import (
+    AGGREGATION_MODES,
+    AggregationMode,
+    Denominators,
+    aggregate,
+    masked_mean,
+)
+from entropyrl.losses.base import PolicyLoss
+from entropyrl.losses.clip_cov import ClipCovConfig, clip_cov_loss
+from entropyrl.losses.kl_cov import KLCovConfig, kl_cov_loss
+from entropyrl.losses.ppo import PPOClip, pg_loss, ppo_loss
+from entropyrl.losses.terms import KL_ESTIMATORS, KLEstimator, entropy_bonus, reference_kl
+
+LossName = Literal["ppo", "pg", "clip_cov", "kl_cov"]
+LOSS_NAMES: tuple[str, ...] = get_args(LossName)
+
+__all__ = [
+    "AGGREGATION_MODES",
+    "LOSS_NAMES",
+    "POLICY_LOSSES",
+    "AggregationMode",
+    "ClipCovConfig",
+    "Denominators",
+    "KLCovConfig",
+    "LossConfig",
+    "LossName",
+    "Objective",
+    "PPOClip",
+    "PolicyLoss",
+    "aggregate",
+    "clip_cov_loss",
+    "compute_objective",
+    "entropy_bonus",
+    "kl_cov_loss",
+    "pg_loss",
+    "ppo_loss",
+    "reference_kl",
+]
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Everything that defines the training objective.
+
+    Attributes:
+        name: policy loss, one of :data:`LOSS_NAMES`.
+        clip: PPO clip of ``ppo`` (ε_low, ε_high — clip-higher uses ε_high = 0.28 — and the
+            optional dual clip). Clip-Cov uses ``clip_cov.clip`` instead (ε = 1 by default).
+        clip_cov: Clip-Cov hyper-parameters (r = 2e-4, ω = (1, 5)).
+        kl_cov: KL-Cov hyper-parameters (k = 2e-3, β = 1).
+        aggregation: reduction mode (``token-mean``, the paper's choice).
+        entropy_coef: α of the entropy bonus ``−α·H`` (0 disables; needs per-token entropy).
+        ref_kl_coef: β of the reference-policy KL (0 disables; needs reference log-probs).
+        ref_kl_estimator: ``k1``, ``k2`` or ``k3``.
+    """
+
+    name: LossName = "ppo"
+    clip: PPOClip = field(default_factory=PPOClip)
+    clip_cov: ClipCovConfig = field(default_factory=ClipCovConfig)
+    kl_cov: KLCovConfig = field(default_factory=KLCovConfig)
+    aggregation: AggregationMode = "token-mean"
+    entropy_coef: float = 0.0
+    ref_kl_coef: float = 0.0
+    ref_kl_estimator: KLEstimator = "k3"
+
+    def __post_init__(self) -> None:
+        check_choice("loss.name", self.name, LOSS_NAMES)
+        check_choice("loss.aggregation", self.aggregation, AGGREGATION_MODES)
+        check_choice("loss.ref_kl_estimator", self.ref_kl_estimator, KL_ESTIMATORS)
+        check_positive("loss.entropy_coef", self.entropy_coef, allow_zero=True)
+        check_positive("loss.ref_kl_coef", self.ref_kl_coef, allow_zero=True)
+
+    @property
+    def selection(self) -> Literal["clip_cov", "kl_cov"] | None:
+        """Which covariance selection the loss consumes, if any."""
+        if self.name == "clip_cov":
+            return "clip_cov"
+        if self.name == "kl_cov":
+            return "kl_cov"
+        return None
+
+
+# (logprobs, old_logprobs, advantages, mask, selected, config) -> PolicyLoss
+PolicyLossFn = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None", LossConfig],
+    PolicyLoss,
+]
+
+POLICY_LOSSES: dict[str, PolicyLossFn] = {
+    "ppo": lambda lp, old, adv, m, sel, cfg: ppo_loss(lp, old, adv, m, cfg.clip),
+    "pg": lambda lp, old, adv, m, sel, cfg: pg_loss(lp, old, adv, m),
+    "clip_cov": lambda lp, old, adv, m, sel, cfg: clip_cov_loss(lp, old, adv, m, sel, cfg.clip_cov),
+    "kl_cov": lambda lp, old, adv, m, sel, cfg: kl_cov_loss(lp, old, adv, m, sel, cfg.kl_cov),
+}
+
+
+class Objective(NamedTuple):
+    """The scalar to back-propagate and what it is made of.
+
+    Attributes:
+        loss: aggregated total loss (scalar, with graph).
+        policy: the policy loss part of the result, per token and its diagnostics.
+        metrics: detached scalars: ``policy_loss``, ``entropy_bonus``, ``ref_kl`` (when on)
+            and the policy loss's diagnostics.
+    """
+
+    loss: torch.Tensor
+    policy: PolicyLoss
+    metrics: dict[str, torch.Tensor]
+
+
+def compute_objective(
+    config: LossConfig,
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    selected: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
+    ref_logprobs: torch.Tensor | None = None,
+    denominators: Denominators | None = None,
+) -> Objective:
+    """Total loss of one (micro-)batch: policy loss + optional entropy bonus + reference KL.
+
+    Args:
+        config: the objective's definition.
+        logprobs: log π_θ ``[B, T]`` (with grad).
+        old_logprobs: log π_old ``[B, T]``.
+        advantages: per-token advantages ``[B, T]``.
+        mask: response mask ``[B, T]``.
+        selected: covariance selection of this micro-batch ``[B, T]`` (Clip-Cov / KL-Cov).
+        entropy: per-token entropy ``[B, T]`` with grad, required when ``entropy_coef > 0``.
+        ref_logprobs: reference-policy log-probs ``[B, T]``, required when ``ref_kl_coef > 0``.
+        denominators: mini-batch counts when this is one micro-batch of several, so that the
+            accumulated gradient equals the whole mini-batch's (see :func:`aggregate`).
+    """
+    policy = POLICY_LOSSES[config.name](
+        logprobs, old_logprobs, advantages, mask, selected, config
+    )
+    m = mask.bool()
+    per_token = policy.per_token
+    metrics = {k: v.detach() for k, v in policy.metrics.items()}
+
+    def reduce(values: torch.Tensor) -> torch.Tensor:
+        return aggregate(values, m, config.aggregation, denominators=denominators)
+
+    metrics["policy_loss"] = reduce(per_token).detach()
+    if config.entropy_coef > 0:
+        if entropy is None:
+            raise ValueError("entropy: required when loss.entropy_coef > 0, got None")
+        bonus = entropy_bonus(entropy, config.entropy_coef)
+        per_token = per_token + bonus
+        metrics["entropy_bonus"] = reduce(bonus).detach()
+    if config.ref_kl_coef > 0:
+        if ref_logprobs is None:
+            raise ValueError("ref_logprobs: required when loss.ref_kl_coef > 0, got None")
+        kl = reference_kl(logprobs, ref_logprobs, config.ref_kl_estimator)
+        per_token = per_token + config.ref_kl_coef * kl
+        metrics["ref_kl"] = masked_mean(kl.detach(), m)
+    return Objective(reduce(per_token), policy, metrics)

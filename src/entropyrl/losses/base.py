@@ -1,0 +1,117 @@
+"""What every policy loss shares: its result type, input checks and ratio diagnostics.
+
+A policy loss maps per-token tensors of one batch to per-token losses ``[B, T]`` (unreduced;
+see :mod:`entropyrl.losses.aggregation` for the reduction) plus named diagnostics. Diagnostics
+are masked means over the batch's valid tokens, so a caller that splits a mini-batch can average
+them weighted by ``n_tokens`` and obtain the mini-batch value exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from entropyrl._checks import (
+    as_bool_mask,
+    check_finite,
+    check_float,
+    check_ndim,
+    check_same_dtype,
+    check_same_shape,
+)
+from entropyrl.losses.aggregation import masked_mean
+
+# exp() of a log-ratio beyond this overflows float32 soon after; the clamp only matters for
+# pathological off-policy tokens and keeps the loss finite (gradients there are ~0 anyway
+# because PPO clips them or the advantage is tiny relative to the ratio).
+LOG_RATIO_LIMIT = 20.0
+
+
+@dataclass
+class PolicyLoss:
+    """Result of a per-token policy loss.
+
+    Attributes:
+        per_token: loss per token ``[B, T]`` (zero at masked positions), keeps the graph.
+        metrics: scalar diagnostics (masked means over valid tokens, detached), keyed by the
+            names documented in ``docs/metrics.md`` without the ``loss/`` prefix.
+        n_tokens: number of valid tokens the means were taken over.
+    """
+
+    per_token: torch.Tensor
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    n_tokens: int = 0
+
+
+def check_policy_inputs(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """Validate the four tensors every policy loss takes; return the mask as bool ``[B, T]``.
+
+    Raises:
+        ValueError: naming the argument, for a wrong shape/device/dtype or NaN/inf at a valid
+            position.
+    """
+    check_float("logprobs", logprobs)
+    check_ndim("logprobs", logprobs, 2, "[B, T]")
+    check_float("old_logprobs", old_logprobs)
+    check_float("advantages", advantages)
+    check_same_shape("logprobs", logprobs, old_logprobs=old_logprobs, advantages=advantages)
+    check_same_dtype("logprobs", logprobs, old_logprobs=old_logprobs, advantages=advantages)
+    m = as_bool_mask("mask", mask, logprobs, "logprobs")
+    check_finite("logprobs", logprobs, m)
+    check_finite("old_logprobs", old_logprobs, m)
+    check_finite("advantages", advantages, m)
+    return m
+
+
+def importance_ratio(logprobs: torch.Tensor, old_logprobs: torch.Tensor) -> torch.Tensor:
+    """``π_θ / π_old = exp(log π_θ − log π_old)`` per token, log-ratio clamped to ±20."""
+    log_ratio = (logprobs - old_logprobs).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
+    return torch.exp(log_ratio)
+
+
+def ratio_metrics(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, ratio: torch.Tensor, mask: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Approximate KL to the behaviour policy and ratio statistics over valid tokens.
+
+    ``approx_kl_k1 = mean(log π_old − log π_θ)`` and ``approx_kl_k3 = mean((r − 1) − log r)``
+    (Schulman's estimators of KL(π_old‖π_θ) from samples of π_old; k3 is non-negative).
+    """
+    with torch.no_grad():
+        log_ratio = (logprobs - old_logprobs).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
+        zero = torch.zeros((), dtype=ratio.dtype, device=ratio.device)
+        if bool(mask.any()):
+            r_min = ratio[mask].min()
+            r_max = ratio[mask].max()
+        else:
+            r_min = r_max = torch.ones((), dtype=ratio.dtype, device=ratio.device)
+        return {
+            "approx_kl_k1": masked_mean(-log_ratio, mask),
+            "approx_kl_k3": masked_mean((ratio - 1) - log_ratio, mask),
+            "ratio_mean": masked_mean(ratio, mask) if bool(mask.any()) else zero + 1,
+            "ratio_min": r_min,
+            "ratio_max": r_max,
+        }
+
+
+def zero_masked(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Set masked positions to exactly zero (without letting a NaN there through)."""
+    zero = torch.zeros((), dtype=per_token.dtype, device=per_token.device)
+    return torch.where(mask, per_token, zero)
+
+
+def check_selected(selected: torch.Tensor, mask: torch.Tensor) -> None:
+    """Require a bool selection mask ``[B, T]`` that is a subset of the valid tokens."""
+    if selected.shape != mask.shape or selected.dtype != torch.bool:
+        raise ValueError(
+            f"selected: expected a bool mask of shape {list(mask.shape)}, got dtype "
+            f"{selected.dtype} and shape {list(selected.shape)}"
+        )
+    if bool((selected & ~mask).any()):
+        raise ValueError("selected: expected a subset of the valid tokens of mask")

@@ -1,0 +1,102 @@
+"""Clip-Cov loss (Cui et al. 2025, §4, Eq. 11): PPO with a few high-covariance tokens detached.
+
+Per token, with the selection ``S`` from :func:`entropyrl.selection.select_clip_cov`::
+
+    L_i = 0                                           if i ∈ S  (no gradient)
+    L_i = max(−A_i·r_i, −A_i·clip(r_i, 1 − ε_low, 1 + ε_high))   otherwise
+
+Detached tokens keep their place in the aggregation denominator, as in the reference code, so
+the selection only removes gradient, it does not rescale the others.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from entropyrl._checks import check_fraction
+from entropyrl.losses.aggregation import masked_mean
+from entropyrl.losses.base import (
+    PolicyLoss,
+    check_policy_inputs,
+    check_selected,
+    importance_ratio,
+    ratio_metrics,
+    zero_masked,
+)
+from entropyrl.losses.ppo import PPOClip, clip_metrics, clipped_surrogate
+
+
+@dataclass(frozen=True)
+class ClipCovConfig:
+    """Clip-Cov hyper-parameters (paper defaults).
+
+    Attributes:
+        ratio: fraction ``r`` of valid tokens to detach (2e-4 = 0.02%).
+        cov_low: ``ω_low``, lower covariance bound (exclusive).
+        cov_high: ``ω_high``, upper covariance bound (exclusive).
+        clip: PPO clip kept around the loss; tokens it clips are not candidates.
+            The reference keeps ε_low = ε_high = 1.
+    """
+
+    ratio: float = 2e-4
+    cov_low: float = 1.0
+    cov_high: float = 5.0
+    clip: PPOClip = field(default_factory=lambda: PPOClip(eps_low=1.0, eps_high=1.0))
+
+    def __post_init__(self) -> None:
+        check_fraction("clip_cov.ratio", self.ratio)
+        if not (math.isfinite(self.cov_low) and math.isfinite(self.cov_high)):
+            raise ValueError("clip_cov.cov_low/cov_high: expected finite bounds")
+        if not self.cov_low < self.cov_high:
+            raise ValueError(
+                f"clip_cov.cov_low: expected cov_low < cov_high, got {self.cov_low} >= "
+                f"{self.cov_high}"
+            )
+
+
+def clip_cov_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    selected: torch.Tensor | None = None,
+    config: ClipCovConfig | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> PolicyLoss:
+    """Clip-Cov per-token loss.
+
+    Args:
+        logprobs: log π_θ of the sampled tokens ``[B, T]`` (with grad).
+        old_logprobs: log π_old ``[B, T]``.
+        advantages: per-token advantages ``[B, T]``.
+        mask: response mask ``[B, T]``.
+        selected: tokens to detach ``[B, T]`` bool, normally the global mini-batch selection
+            (:func:`~entropyrl.selection.select_clip_cov`) split like this micro-batch. If
+            None, the selection is made on this batch alone (convenient, but then it depends
+            on the batch split).
+        config: hyper-parameters; its PPO clip (default ε = 1) also applies here.
+        generator: random generator for the local selection when ``selected`` is None.
+
+    Returns:
+        Per-token loss and the PPO diagnostics plus ``selected_frac`` (detached tokens / N).
+    """
+    m = check_policy_inputs(logprobs, old_logprobs, advantages, mask)
+    config = config or ClipCovConfig()
+    if selected is None:
+        from entropyrl.selection import SelectionPart, select_clip_cov
+
+        part = SelectionPart(logprobs.detach(), old_logprobs, advantages, m)
+        selected = select_clip_cov([part], config, generator=generator).masks[0]
+    check_selected(selected, m)
+    ratio = importance_ratio(logprobs, old_logprobs)
+    surrogate = clipped_surrogate(ratio, advantages, config.clip)
+    # Multiplying by zero (rather than detaching) matches the reference's logged loss value.
+    per_token = torch.where(selected, surrogate.loss * 0, surrogate.loss)
+    metrics = clip_metrics(surrogate, m)
+    metrics.update(ratio_metrics(logprobs, old_logprobs, ratio, m))
+    metrics["selected_frac"] = masked_mean(selected.float(), m)
+    return PolicyLoss(zero_masked(per_token, m), metrics, int(m.sum()))

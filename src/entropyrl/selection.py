@@ -1,0 +1,284 @@
+"""Covariance token selection for Clip-Cov and KL-Cov, global over the optimizer mini-batch.
+
+The paper (Cui et al. 2025, Eq. 10) scores each valid response token ``i`` of a batch by the
+centered cross-product of its log-probability and advantage::
+
+    cov_i = (log π_i − mean_j log π_j) · (A_i − mean_j A_j)
+
+Clip-Cov detaches ``⌊r·N⌋`` tokens drawn uniformly from those with ``ω_low < cov_i < ω_high``
+(and not already clipped by PPO); KL-Cov puts a KL penalty on the top ``⌊k·N⌋`` tokens by
+``cov_i``. ``N`` is the number of valid tokens; ``r`` and ``k`` are fractions (not percents).
+
+Public implementations take the means, ``N`` and the top-k per micro-batch on each GPU, so the
+selection changes with the micro-batch size and the number of GPUs. Here the means, ``N``, the
+candidate pool and the top-k are those of the *whole* mini-batch across all ranks, so the
+selected set does not depend on how the mini-batch is split:
+
+- the mini-batch is passed as a list of parts (micro-batches) and, with ``group``, each rank
+  passes its own parts; tokens are ordered globally as (rank, part, row, position);
+- the means come from float64 sums reduced over parts and ranks (identical up to float64
+  rounding, ~1e-16 relative, whatever the split);
+- Clip-Cov draws a random permutation of the global candidate list from ``generator``, which
+  must be seeded identically on every rank;
+- KL-Cov breaks ties in ``cov_i`` by the lower global index, so the top-k set is unique.
+
+Which log-probabilities to score is the caller's choice. The reference code scores the
+*current* policy inside each micro-batch; since parameters do not change during a mini-batch's
+gradient accumulation, a no-grad forward pass over the mini-batch with the current parameters
+reproduces exactly those values (the trainer's default; see docs/selection.md for the cost).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+
+from entropyrl.losses.base import check_policy_inputs, importance_ratio
+from entropyrl.losses.clip_cov import ClipCovConfig
+from entropyrl.losses.kl_cov import KLCovConfig
+from entropyrl.losses.ppo import clipped_surrogate
+
+
+class SelectionPart(NamedTuple):
+    """One micro-batch of the mini-batch, all ``[b, T]``.
+
+    Attributes:
+        logprobs: log π of the sampled tokens under the policy being scored (no grad needed).
+        old_logprobs: log π_old (behaviour policy); Clip-Cov uses the ratio for its PPO check.
+        advantages: per-token advantages.
+        mask: response mask (bool or 0/1).
+    """
+
+    logprobs: torch.Tensor
+    old_logprobs: torch.Tensor
+    advantages: torch.Tensor
+    mask: torch.Tensor
+
+
+class CovSelection(NamedTuple):
+    """Selected tokens, one bool mask ``[b, T]`` per part, and global counts.
+
+    Attributes:
+        masks: selected tokens of each part (a subset of that part's valid tokens).
+        n_tokens: valid tokens in the whole mini-batch (all parts, all ranks), ``N``.
+        n_candidates: tokens eligible for selection (Clip-Cov: within the bounds and not
+            PPO-clipped; KL-Cov: every valid token).
+        n_selected: selected tokens over all parts and ranks.
+        mean_logprob: global mean of log π over valid tokens.
+        mean_advantage: global mean of A over valid tokens.
+    """
+
+    masks: list[torch.Tensor]
+    n_tokens: int
+    n_candidates: int
+    n_selected: int
+    mean_logprob: float
+    mean_advantage: float
+
+
+def selection_count(ratio: float, n_tokens: int) -> int:
+    """``max(1, ⌊ratio·N⌋)`` tokens when ``N > 0`` (the reference selects at least one)."""
+    return max(1, math.floor(ratio * n_tokens)) if n_tokens > 0 else 0
+
+
+class _Stats(NamedTuple):
+    masks: list[torch.Tensor]  # bool valid masks, one per part
+    covs: list[torch.Tensor]  # cov_i per part, -inf at masked positions
+    n_tokens: int
+    mean_logprob: float
+    mean_advantage: float
+
+
+def _global_stats(parts: Sequence[SelectionPart], group: Any) -> _Stats:
+    """Validate parts, reduce the means over parts and ranks, score every token."""
+    if len(parts) == 0:
+        raise ValueError("parts: expected at least one micro-batch, got an empty list")
+    masks = []
+    sums = torch.zeros(3, dtype=torch.float64)
+    for i, p in enumerate(parts):
+        try:
+            m = check_policy_inputs(p.logprobs, p.old_logprobs, p.advantages, p.mask)
+        except ValueError as err:
+            raise ValueError(f"parts[{i}].{err}") from None
+        masks.append(m)
+        lp = p.logprobs.detach().to(torch.float64)
+        adv = p.advantages.detach().to(torch.float64)
+        zero = torch.zeros((), dtype=torch.float64, device=lp.device)
+        sums[0] += torch.where(m, lp, zero).sum().cpu()
+        sums[1] += torch.where(m, adv, zero).sum().cpu()
+        sums[2] += m.sum().cpu()
+    if group is not None:
+        sums = _all_reduce_sum(sums, group)
+    n_tokens = int(sums[2].item())
+    mean_lp = float(sums[0] / max(n_tokens, 1))
+    mean_adv = float(sums[1] / max(n_tokens, 1))
+    covs = []
+    for p, m in zip(parts, masks, strict=True):
+        lp, adv = p.logprobs.detach(), p.advantages.detach()
+        cov = (lp - mean_lp) * (adv - mean_adv)
+        covs.append(cov.masked_fill(~m, float("-inf")))
+    return _Stats(masks, covs, n_tokens, mean_lp, mean_adv)
+
+
+def select_clip_cov(
+    parts: Sequence[SelectionPart],
+    config: ClipCovConfig | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    group: Any = None,
+) -> CovSelection:
+    """Clip-Cov selection: ``max(1, ⌊r·N⌋)`` uniform draws among the global candidates.
+
+    Candidates are valid tokens with ``ω_low < cov_i < ω_high`` whose ratio is not clipped by
+    ``config.clip``. When fewer candidates exist than the count, all of them are selected;
+    when none exist, nothing is.
+
+    Args:
+        parts: the mini-batch as one or more micro-batches (this rank's share with ``group``).
+        config: hyper-parameters (default: the paper's r = 2e-4, ω = (1, 5), ε = 1).
+        generator: CPU random generator; seed it identically on every rank. Default: a fresh
+            generator seeded with 0.
+        group: a ``torch.distributed`` process group to select over all its ranks, or None
+            for a single process.
+
+    Returns:
+        The per-part selection masks and global counts.
+    """
+    config = config or ClipCovConfig()
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    stats = _global_stats(parts, group)
+    candidates = []
+    for p, m, cov in zip(parts, stats.masks, stats.covs, strict=True):
+        ratio = importance_ratio(p.logprobs.detach(), p.old_logprobs)
+        sur = clipped_surrogate(ratio, p.advantages.detach(), config.clip)
+        ppo_clipped = sur.clipped_high | sur.clipped_low
+        in_band = (cov > config.cov_low) & (cov < config.cov_high)
+        candidates.append(in_band & m & ~ppo_clipped)
+    positions = [c.reshape(-1).nonzero().squeeze(-1) for c in candidates]
+    n_local = sum(int(pos.numel()) for pos in positions)
+    offset, n_candidates = _rank_offset(n_local, group)
+    k = min(selection_count(config.ratio, stats.n_tokens), n_candidates)
+    chosen = torch.randperm(n_candidates, generator=generator)[:k]
+    # Keep the draws that fall in this rank's slice of the global candidate list.
+    local = chosen[(chosen >= offset) & (chosen < offset + n_local)] - offset
+    masks = _scatter_to_parts(local, positions, candidates)
+    return CovSelection(
+        masks, stats.n_tokens, n_candidates, k, stats.mean_logprob, stats.mean_advantage
+    )
+
+
+def select_kl_cov(
+    parts: Sequence[SelectionPart],
+    config: KLCovConfig | None = None,
+    *,
+    group: Any = None,
+) -> CovSelection:
+    """KL-Cov selection: the global top ``max(1, ⌊k·N⌋)`` valid tokens by ``cov_i``.
+
+    Ties are broken by the lower global index (rank, part, row, position), so the set is
+    unique and independent of the split.
+
+    Args:
+        parts: the mini-batch as one or more micro-batches (this rank's share with ``group``).
+        config: hyper-parameters (default: k = 2e-3, β = 1; only ``ratio`` is used here).
+        group: a ``torch.distributed`` process group, or None for a single process.
+
+    Returns:
+        The per-part selection masks and global counts.
+    """
+    config = config or KLCovConfig()
+    stats = _global_stats(parts, group)
+    flat_cov = torch.cat([c.reshape(-1).cpu() for c in stats.covs])
+    valid_pos = torch.cat([m.reshape(-1).cpu() for m in stats.masks]).nonzero().squeeze(-1)
+    values = flat_cov[valid_pos]  # this rank's valid tokens in global order
+    n_local = int(values.numel())
+    offset, _ = _rank_offset(n_local, group)
+    k = min(selection_count(config.ratio, stats.n_tokens), stats.n_tokens)
+    top = _top_k_lowest_index(values, min(k, n_local))
+    if group is not None:
+        top = _merge_top_k(values[top], top + offset, k, group) - offset
+        top = top[(top >= 0) & (top < n_local)]
+    chosen_flat = valid_pos[top]
+    sizes = [int(m.numel()) for m in stats.masks]
+    starts = torch.tensor([0, *sizes]).cumsum(0)
+    masks = []
+    for i, m in enumerate(stats.masks):
+        sel = torch.zeros(sizes[i], dtype=torch.bool)
+        in_part = chosen_flat[(chosen_flat >= starts[i]) & (chosen_flat < starts[i + 1])]
+        sel[in_part - starts[i]] = True
+        masks.append(sel.view_as(m).to(m.device))
+    return CovSelection(
+        masks, stats.n_tokens, stats.n_tokens, k, stats.mean_logprob, stats.mean_advantage
+    )
+
+
+def _top_k_lowest_index(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (ascending) of the ``k`` largest values, ties broken by the lower index."""
+    if k >= values.numel():
+        return torch.arange(values.numel())
+    if k == 0:
+        return torch.zeros(0, dtype=torch.long)
+    threshold = torch.topk(values, k, sorted=False).values.min()
+    above = (values > threshold).nonzero().squeeze(-1)
+    ties = (values == threshold).nonzero().squeeze(-1)[: k - above.numel()]
+    return torch.cat([above, ties]).sort().values
+
+
+def _scatter_to_parts(
+    local: torch.Tensor, positions: list[torch.Tensor], like: list[torch.Tensor]
+) -> list[torch.Tensor]:
+    """Turn indices into this rank's concatenated candidate list into per-part masks."""
+    masks = []
+    start = 0
+    for pos, ref in zip(positions, like, strict=True):
+        stop = start + int(pos.numel())
+        picked = local[(local >= start) & (local < stop)] - start
+        sel = torch.zeros(ref.numel(), dtype=torch.bool, device=ref.device)
+        sel[pos[picked.to(pos.device)]] = True
+        masks.append(sel.view_as(ref))
+        start = stop
+    return masks
+
+
+def _all_reduce_sum(x: torch.Tensor, group: Any) -> torch.Tensor:
+    import torch.distributed as dist
+
+    y = x.clone()
+    dist.all_reduce(y, op=dist.ReduceOp.SUM, group=group)
+    return y
+
+
+def _rank_offset(n_local: int, group: Any) -> tuple[int, int]:
+    """(number of items on lower ranks, total over ranks) for a per-rank count."""
+    if group is None:
+        return 0, n_local
+    import torch.distributed as dist
+
+    world = dist.get_world_size(group)
+    counts = [torch.zeros(1, dtype=torch.long) for _ in range(world)]
+    dist.all_gather(counts, torch.tensor([n_local], dtype=torch.long), group=group)
+    rank = dist.get_rank(group)
+    totals = [int(c.item()) for c in counts]
+    return sum(totals[:rank]), sum(totals)
+
+
+def _merge_top_k(values: torch.Tensor, indices: torch.Tensor, k: int, group: Any) -> torch.Tensor:
+    """Global top-k (value desc, index asc) from every rank's local top-k; global indices."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size(group)
+    pad = k - int(values.numel())
+    vals = torch.cat([values.double(), torch.full((pad,), float("-inf"))])
+    idxs = torch.cat([indices, torch.full((pad,), torch.iinfo(torch.long).max)])
+    all_vals = [torch.empty_like(vals) for _ in range(world)]
+    all_idxs = [torch.empty_like(idxs) for _ in range(world)]
+    dist.all_gather(all_vals, vals, group=group)
+    dist.all_gather(all_idxs, idxs, group=group)
+    pool_v, pool_i = torch.cat(all_vals), torch.cat(all_idxs)
+    order = pool_i.argsort(stable=True)
+    order = order[pool_v[order].argsort(descending=True, stable=True)]
+    return pool_i[order[:k]].sort().values
