@@ -55,9 +55,13 @@ def check_finite(name: str, x: torch.Tensor, mask: torch.Tensor | None = None) -
     """Require finite values (at the positions where ``mask`` is true, if given)."""
     values = x.detach()
     if mask is not None:
-        values = values[mask]
-    if not bool(torch.isfinite(values).all()):
-        bad = int((~torch.isfinite(values)).sum())
+        values = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=x.device))
+    # Fast path: one reduction; a NaN/inf anywhere makes the sum non-finite. Only when it is
+    # (possibly an overflow of large finite values) do we look element by element.
+    if bool(torch.isfinite(values.sum())):
+        return
+    bad = int((~torch.isfinite(values)).sum())
+    if bad:
         raise ValueError(f"{name}: expected finite values, found {bad} NaN/inf entries")
 
 

@@ -36,10 +36,16 @@ from typing import Any, NamedTuple
 
 import torch
 
-from entropyrl.losses.base import check_policy_inputs, importance_ratio
+from entropyrl._checks import (
+    as_bool_mask,
+    check_finite,
+    check_float,
+    check_ndim,
+    check_same_dtype,
+    check_same_shape,
+)
 from entropyrl.losses.clip_cov import ClipCovConfig
 from entropyrl.losses.kl_cov import KLCovConfig
-from entropyrl.losses.ppo import clipped_surrogate
 
 
 class SelectionPart(NamedTuple):
@@ -84,43 +90,75 @@ def selection_count(ratio: float, n_tokens: int) -> int:
     return max(1, math.floor(ratio * n_tokens)) if n_tokens > 0 else 0
 
 
-class _Stats(NamedTuple):
-    masks: list[torch.Tensor]  # bool valid masks, one per part
-    covs: list[torch.Tensor]  # cov_i per part, -inf at masked positions
-    n_tokens: int
+class _Scored(NamedTuple):
+    """This rank's parts flattened and concatenated in (part, row, position) order."""
+
+    log_ratio: torch.Tensor  # [n] log π − log π_old
+    advantages: torch.Tensor  # [n]
+    valid: torch.Tensor  # [n] bool
+    cov: torch.Tensor  # [n] cov_i, −inf at masked positions
+    shapes: list[torch.Size]
+    n_tokens: int  # global
     mean_logprob: float
     mean_advantage: float
 
 
-def _global_stats(parts: Sequence[SelectionPart], group: Any) -> _Stats:
-    """Validate parts, reduce the means over parts and ranks, score every token."""
+def _score(parts: Sequence[SelectionPart], group: Any) -> _Scored:
+    """Validate the parts, take the global means and score every token by ``cov_i``.
+
+    Working on one concatenated vector makes every reduction see the same values in the same
+    order whatever the split, so the means (and hence the selection) are split-independent;
+    across ranks the float64 sums differ only by float64 rounding.
+    """
     if len(parts) == 0:
         raise ValueError("parts: expected at least one micro-batch, got an empty list")
     masks = []
-    sums = torch.zeros(3, dtype=torch.float64)
     for i, p in enumerate(parts):
         try:
-            m = check_policy_inputs(p.logprobs, p.old_logprobs, p.advantages, p.mask)
+            masks.append(_check_part(p))
         except ValueError as err:
             raise ValueError(f"parts[{i}].{err}") from None
-        masks.append(m)
-        lp = p.logprobs.detach().to(torch.float64)
-        adv = p.advantages.detach().to(torch.float64)
-        zero = torch.zeros((), dtype=torch.float64, device=lp.device)
-        sums[0] += torch.where(m, lp, zero).sum().cpu()
-        sums[1] += torch.where(m, adv, zero).sum().cpu()
-        sums[2] += m.sum().cpu()
+    lp = torch.cat([p.logprobs.detach().reshape(-1) for p in parts])
+    old = torch.cat([p.old_logprobs.detach().reshape(-1) for p in parts])
+    adv = torch.cat([p.advantages.detach().reshape(-1) for p in parts])
+    valid = torch.cat([m.reshape(-1) for m in masks])
+    for name, x in (("logprobs", lp), ("old_logprobs", old), ("advantages", adv)):
+        check_finite(f"parts.{name}", x, valid)
+    zero = torch.zeros((), dtype=lp.dtype, device=lp.device)
+    lp = torch.where(valid, lp, zero)
+    adv = torch.where(valid, adv, zero)
+    sums = torch.stack([lp.sum(), adv.sum()]).to(torch.float64).cpu()
+    sums = torch.cat([sums, valid.sum().to(torch.float64).cpu().view(1)])
     if group is not None:
         sums = _all_reduce_sum(sums, group)
     n_tokens = int(sums[2].item())
     mean_lp = float(sums[0] / max(n_tokens, 1))
     mean_adv = float(sums[1] / max(n_tokens, 1))
-    covs = []
-    for p, m in zip(parts, masks, strict=True):
-        lp, adv = p.logprobs.detach(), p.advantages.detach()
-        cov = (lp - mean_lp) * (adv - mean_adv)
-        covs.append(cov.masked_fill(~m, float("-inf")))
-    return _Stats(masks, covs, n_tokens, mean_lp, mean_adv)
+    cov = ((lp - mean_lp) * (adv - mean_adv)).masked_fill_(~valid, float("-inf"))
+    shapes = [m.shape for m in masks]
+    return _Scored(lp - old, adv, valid, cov, shapes, n_tokens, mean_lp, mean_adv)
+
+
+def _check_part(p: SelectionPart) -> torch.Tensor:
+    """Shapes, dtypes and devices of one part (finiteness is checked on the concatenation)."""
+    check_float("logprobs", p.logprobs)
+    check_ndim("logprobs", p.logprobs, 2, "[b, T]")
+    check_float("old_logprobs", p.old_logprobs)
+    check_float("advantages", p.advantages)
+    check_same_shape("logprobs", p.logprobs, old_logprobs=p.old_logprobs, advantages=p.advantages)
+    check_same_dtype("logprobs", p.logprobs, old_logprobs=p.old_logprobs, advantages=p.advantages)
+    return as_bool_mask("mask", p.mask, p.logprobs, "logprobs")
+
+
+def _split_to_parts(flat: torch.Tensor, scored: _Scored, parts: Sequence[SelectionPart]) -> list[
+    torch.Tensor
+]:
+    """Cut a flat bool vector back into one ``[b, T]`` mask per part (on its device)."""
+    sizes = [s.numel() for s in scored.shapes]
+    return [
+        chunk.view(shape).to(p.logprobs.device)
+        for chunk, shape, p in zip(flat.split(sizes), scored.shapes, parts, strict=True)
+    ]
 
 
 def select_clip_cov(
@@ -150,25 +188,27 @@ def select_clip_cov(
     config = config or ClipCovConfig()
     if generator is None:
         generator = torch.Generator().manual_seed(0)
-    stats = _global_stats(parts, group)
-    candidates = []
-    for p, m, cov in zip(parts, stats.masks, stats.covs, strict=True):
-        ratio = importance_ratio(p.logprobs.detach(), p.old_logprobs)
-        sur = clipped_surrogate(ratio, p.advantages.detach(), config.clip)
-        ppo_clipped = sur.clipped_high | sur.clipped_low
-        in_band = (cov > config.cov_low) & (cov < config.cov_high)
-        candidates.append(in_band & m & ~ppo_clipped)
-    positions = [c.reshape(-1).nonzero().squeeze(-1) for c in candidates]
-    n_local = sum(int(pos.numel()) for pos in positions)
+    sc = _score(parts, group)
+    # PPO clips a token when A > 0 and r > 1 + ε_high, or A < 0 and r < 1 − ε_low; tested on
+    # the log-ratio to avoid an exp (log(0) = −inf makes ε_low = 1 never clip).
+    log_high = math.log1p(config.clip.eps_high)
+    log_low = math.log1p(-config.clip.eps_low) if config.clip.eps_low < 1 else float("-inf")
+    ppo_clipped = ((sc.advantages > 0) & (sc.log_ratio > log_high)) | (
+        (sc.advantages < 0) & (sc.log_ratio < log_low)
+    )
+    # cov is −inf at masked positions, so the band test also excludes them.
+    candidates = (sc.cov > config.cov_low) & (sc.cov < config.cov_high) & ~ppo_clipped
+    positions = candidates.nonzero().squeeze(-1).cpu()
+    n_local = int(positions.numel())
     offset, n_candidates = _rank_offset(n_local, group)
-    k = min(selection_count(config.ratio, stats.n_tokens), n_candidates)
+    k = min(selection_count(config.ratio, sc.n_tokens), n_candidates)
     chosen = torch.randperm(n_candidates, generator=generator)[:k]
     # Keep the draws that fall in this rank's slice of the global candidate list.
     local = chosen[(chosen >= offset) & (chosen < offset + n_local)] - offset
-    masks = _scatter_to_parts(local, positions, candidates)
-    return CovSelection(
-        masks, stats.n_tokens, n_candidates, k, stats.mean_logprob, stats.mean_advantage
-    )
+    flat = torch.zeros(sc.cov.numel(), dtype=torch.bool)
+    flat[positions[local]] = True
+    masks = _split_to_parts(flat, sc, parts)
+    return CovSelection(masks, sc.n_tokens, n_candidates, k, sc.mean_logprob, sc.mean_advantage)
 
 
 def select_kl_cov(
@@ -191,29 +231,20 @@ def select_kl_cov(
         The per-part selection masks and global counts.
     """
     config = config or KLCovConfig()
-    stats = _global_stats(parts, group)
-    flat_cov = torch.cat([c.reshape(-1).cpu() for c in stats.covs])
-    valid_pos = torch.cat([m.reshape(-1).cpu() for m in stats.masks]).nonzero().squeeze(-1)
-    values = flat_cov[valid_pos]  # this rank's valid tokens in global order
+    sc = _score(parts, group)
+    # Masked positions hold −inf and k ≤ N, so they are never among the top k.
+    values = sc.cov.cpu()
     n_local = int(values.numel())
     offset, _ = _rank_offset(n_local, group)
-    k = min(selection_count(config.ratio, stats.n_tokens), stats.n_tokens)
+    k = min(selection_count(config.ratio, sc.n_tokens), sc.n_tokens)
     top = _top_k_lowest_index(values, min(k, n_local))
     if group is not None:
         top = _merge_top_k(values[top], top + offset, k, group) - offset
         top = top[(top >= 0) & (top < n_local)]
-    chosen_flat = valid_pos[top]
-    sizes = [int(m.numel()) for m in stats.masks]
-    starts = torch.tensor([0, *sizes]).cumsum(0)
-    masks = []
-    for i, m in enumerate(stats.masks):
-        sel = torch.zeros(sizes[i], dtype=torch.bool)
-        in_part = chosen_flat[(chosen_flat >= starts[i]) & (chosen_flat < starts[i + 1])]
-        sel[in_part - starts[i]] = True
-        masks.append(sel.view_as(m).to(m.device))
-    return CovSelection(
-        masks, stats.n_tokens, stats.n_tokens, k, stats.mean_logprob, stats.mean_advantage
-    )
+    flat = torch.zeros(n_local, dtype=torch.bool)
+    flat[top] = True
+    masks = _split_to_parts(flat, sc, parts)
+    return CovSelection(masks, sc.n_tokens, sc.n_tokens, k, sc.mean_logprob, sc.mean_advantage)
 
 
 def _top_k_lowest_index(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -226,22 +257,6 @@ def _top_k_lowest_index(values: torch.Tensor, k: int) -> torch.Tensor:
     above = (values > threshold).nonzero().squeeze(-1)
     ties = (values == threshold).nonzero().squeeze(-1)[: k - above.numel()]
     return torch.cat([above, ties]).sort().values
-
-
-def _scatter_to_parts(
-    local: torch.Tensor, positions: list[torch.Tensor], like: list[torch.Tensor]
-) -> list[torch.Tensor]:
-    """Turn indices into this rank's concatenated candidate list into per-part masks."""
-    masks = []
-    start = 0
-    for pos, ref in zip(positions, like, strict=True):
-        stop = start + int(pos.numel())
-        picked = local[(local >= start) & (local < stop)] - start
-        sel = torch.zeros(ref.numel(), dtype=torch.bool, device=ref.device)
-        sel[pos[picked.to(pos.device)]] = True
-        masks.append(sel.view_as(ref))
-        start = stop
-    return masks
 
 
 def _all_reduce_sum(x: torch.Tensor, group: Any) -> torch.Tensor:

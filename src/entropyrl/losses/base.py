@@ -20,7 +20,6 @@ from entropyrl._checks import (
     check_same_dtype,
     check_same_shape,
 )
-from entropyrl.losses.aggregation import masked_mean
 
 # exp() of a log-ratio beyond this overflows float32 soon after; the clamp only matters for
 # pathological off-policy tokens and keeps the loss finite (gradients there are ~0 anyway
@@ -82,22 +81,28 @@ def ratio_metrics(
 
     ``approx_kl_k1 = mean(log π_old − log π_θ)`` and ``approx_kl_k3 = mean((r − 1) − log r)``
     (Schulman's estimators of KL(π_old‖π_θ) from samples of π_old; k3 is non-negative).
+    Ratio min/max/mean are 1 when no token is valid.
     """
     with torch.no_grad():
         log_ratio = (logprobs - old_logprobs).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
-        zero = torch.zeros((), dtype=ratio.dtype, device=ratio.device)
-        if bool(mask.any()):
-            r_min = ratio[mask].min()
-            r_max = ratio[mask].max()
-        else:
-            r_min = r_max = torch.ones((), dtype=ratio.dtype, device=ratio.device)
+        r = ratio.detach()
+        count = mask.sum().clamp(min=1)
+        inf = torch.tensor(float("inf"), dtype=r.dtype, device=r.device)
+        one = torch.ones((), dtype=r.dtype, device=r.device)
+        any_valid = mask.any()
         return {
-            "approx_kl_k1": masked_mean(-log_ratio, mask),
-            "approx_kl_k3": masked_mean((ratio - 1) - log_ratio, mask),
-            "ratio_mean": masked_mean(ratio, mask) if bool(mask.any()) else zero + 1,
-            "ratio_min": r_min,
-            "ratio_max": r_max,
+            "approx_kl_k1": masked_sum(-log_ratio, mask) / count,
+            "approx_kl_k3": masked_sum((r - 1) - log_ratio, mask) / count,
+            "ratio_mean": torch.where(any_valid, masked_sum(r, mask) / count, one),
+            "ratio_min": torch.where(any_valid, torch.where(mask, r, inf).min(), one),
+            "ratio_max": torch.where(any_valid, torch.where(mask, r, -inf).max(), one),
         }
+
+
+def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of ``values`` over the true positions of a bool ``mask``."""
+    zero = torch.zeros((), dtype=values.dtype, device=values.device)
+    return torch.where(mask, values, zero).sum()
 
 
 def zero_masked(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

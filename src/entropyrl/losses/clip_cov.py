@@ -94,8 +94,8 @@ def clip_cov_loss(
     check_selected(selected, m)
     ratio = importance_ratio(logprobs, old_logprobs)
     surrogate = clipped_surrogate(ratio, advantages, config.clip)
-    # Multiplying by zero (rather than detaching) matches the reference's logged loss value.
-    per_token = torch.where(selected, surrogate.loss * 0, surrogate.loss)
+    # Zeroing (rather than detaching) also matches the reference's logged loss value.
+    per_token = surrogate.loss.masked_fill(selected, 0.0)
     metrics = clip_metrics(surrogate, m)
     metrics.update(ratio_metrics(logprobs, old_logprobs, ratio, m))
     metrics["selected_frac"] = masked_mean(selected.float(), m)
