@@ -72,14 +72,18 @@ class LossConfig:
         ref_kl_estimator: ``k1``, ``k2`` or ``k3``.
     """
 
-    name: LossName = "ppo"
-    clip: PPOClip = field(default_factory=PPOClip)
-    clip_cov: ClipCovConfig = field(default_factory=ClipCovConfig)
-    kl_cov: KLCovConfig = field(default_factory=KLCovConfig)
-    aggregation: AggregationMode = "token-mean"
-    entropy_coef: float = 0.0
-    ref_kl_coef: float = 0.0
-    ref_kl_estimator: KLEstimator = "k3"
+    name: LossName = field(default="ppo", metadata={"help": f"policy loss: {list(LOSS_NAMES)}"})
+    clip: PPOClip = field(default_factory=PPOClip, metadata={"help": "PPO clip of `ppo`"})
+    clip_cov: ClipCovConfig = field(default_factory=ClipCovConfig, metadata={"help": "Clip-Cov"})
+    kl_cov: KLCovConfig = field(default_factory=KLCovConfig, metadata={"help": "KL-Cov"})
+    aggregation: AggregationMode = field(
+        default="token-mean", metadata={"help": f"loss aggregation: {list(AGGREGATION_MODES)}"}
+    )
+    entropy_coef: float = field(default=0.0, metadata={"help": "entropy bonus α (0 = off)"})
+    ref_kl_coef: float = field(default=0.0, metadata={"help": "reference KL β (0 = off)"})
+    ref_kl_estimator: KLEstimator = field(
+        default="k3", metadata={"help": "reference KL estimator: k1, k2 or k3"}
+    )
 
     def __post_init__(self) -> None:
         check_choice("loss.name", self.name, LOSS_NAMES)

@@ -41,10 +41,13 @@ class ClipCovConfig:
             The reference keeps ε_low = ε_high = 1.
     """
 
-    ratio: float = 2e-4
-    cov_low: float = 1.0
-    cov_high: float = 5.0
-    clip: PPOClip = field(default_factory=lambda: PPOClip(eps_low=1.0, eps_high=1.0))
+    ratio: float = field(default=2e-4, metadata={"help": "fraction r of tokens detached"})
+    cov_low: float = field(default=1.0, metadata={"help": "lower covariance bound ω_low"})
+    cov_high: float = field(default=5.0, metadata={"help": "upper covariance bound ω_high"})
+    clip: PPOClip = field(
+        default_factory=lambda: PPOClip(eps_low=1.0, eps_high=1.0),
+        metadata={"help": "PPO clip kept by Clip-Cov"},
+    )
 
     def __post_init__(self) -> None:
         check_fraction("clip_cov.ratio", self.ratio)

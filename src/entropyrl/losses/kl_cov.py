@@ -13,7 +13,7 @@ first update, so KL-Cov needs several updates per rollout step (the paper makes 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -39,8 +39,8 @@ class KLCovConfig:
         beta: coefficient of ``|log π − log π_old|`` on the selected tokens (paper: 1).
     """
 
-    ratio: float = 2e-3
-    beta: float = 1.0
+    ratio: float = field(default=2e-3, metadata={"help": "fraction k of tokens penalised"})
+    beta: float = field(default=1.0, metadata={"help": "KL coefficient β"})
 
     def __post_init__(self) -> None:
         check_fraction("kl_cov.ratio", self.ratio)

@@ -11,7 +11,7 @@ exploded: ``L = min(L, −A·c)`` for ``A < 0``, with ``c > 1`` (commonly 3).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -37,9 +37,13 @@ class PPOClip:
         dual_clip: constant ``c > 1`` of dual-clip PPO, or None to disable.
     """
 
-    eps_low: float = 0.2
-    eps_high: float = 0.2
-    dual_clip: float | None = None
+    eps_low: float = field(default=0.2, metadata={"help": "PPO lower clip ε_low"})
+    eps_high: float = field(
+        default=0.2, metadata={"help": "PPO upper clip ε_high (clip-higher: 0.28)"}
+    )
+    dual_clip: float | None = field(
+        default=None, metadata={"help": "dual-clip constant c > 1 (null disables)"}
+    )
 
     def __post_init__(self) -> None:
         check_positive("eps_low", self.eps_low, allow_zero=True)

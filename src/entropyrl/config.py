@@ -1,0 +1,325 @@
+"""One typed configuration for training, loaded from YAML presets with ``key=value`` overrides.
+
+Every field carries its help text in ``metadata["help"]``; ``entropyrl train --help-config``
+prints them. Loading checks every value against its declared type (``Literal`` choices,
+numbers, booleans, nested sections) and reports the full dotted field name and the allowed
+values on error, as a :class:`~entropyrl.errors.UserError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+from entropyrl.advantages import ADVANTAGE_ESTIMATORS
+from entropyrl.errors import UserError
+from entropyrl.losses import LossConfig
+
+
+def _f(default: Any, help: str) -> Any:
+    """A dataclass field with a default and its help text."""
+    if isinstance(default, list | dict) or dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ModelConfig:
+    """Which model to train and how to hold it."""
+
+    path: str = _f("testbed", "hub id or local directory; 'testbed' = the shipped base model")
+    dtype: Literal["float32", "bfloat16", "auto"] = _f("float32", "parameter dtype")
+    device: Literal["cpu", "cuda", "auto"] = _f("auto", "device; auto = cuda if available")
+    gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass")
+
+
+@dataclass
+class DataConfig:
+    """Where prompts and answers come from."""
+
+    task: Literal["testbed"] = _f("testbed", "task family: the embedded synthetic testbed")
+    train_size: int = _f(4000, "training prompts generated from the seed")
+    val_size: int = _f(128, "held-out validation prompts")
+    seed: int = _f(0, "seed of the task generator (independent of the training seed)")
+
+
+@dataclass
+class RolloutConfig:
+    """Sampling of responses."""
+
+    n_prompts: int = _f(32, "prompts per rollout step")
+    group_size: int = _f(8, "responses sampled per prompt (G)")
+    temperature: float = _f(1.0, "sampling temperature (also used for log-probs and entropy)")
+    top_p: float = _f(1.0, "nucleus sampling threshold")
+    max_new_tokens: int = _f(48, "maximum response length in tokens")
+    dynamic_sampling: bool = _f(
+        False, "drop prompt groups whose rewards are all equal and refill (DAPO)"
+    )
+    max_gen_batches: int = _f(4, "generation rounds allowed per step with dynamic sampling")
+
+
+@dataclass
+class AlgorithmConfig:
+    """Advantage estimation."""
+
+    advantage: str = _f("grpo", f"advantage estimator: one of {list(ADVANTAGE_ESTIMATORS)}")
+    gamma: float = _f(1.0, "discount of REINFORCE++ returns")
+
+
+@dataclass
+class UpdateConfig:
+    """How a rollout batch is turned into optimizer updates."""
+
+    mini_batch_size: int = _f(64, "responses per optimizer update (updates/step = batch/this)")
+    micro_batch_size: int = _f(64, "responses per forward/backward (gradient accumulation)")
+    epochs: int = _f(1, "passes over the rollout batch")
+    shuffle: bool = _f(True, "shuffle responses before cutting mini-batches")
+    selection_logprobs: Literal["current", "old"] = _f(
+        "current",
+        "log-probs scored by Clip-Cov/KL-Cov: 'current' = no-grad forward with the current "
+        "parameters before each mini-batch (the paper's definition); 'old' = rollout-time "
+        "log-probs (free, equal at the first update)",
+    )
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with a constant (optionally warmed-up) learning rate."""
+
+    lr: float = _f(1e-4, "learning rate")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    beta1: float = _f(0.9, "AdamW beta1")
+    beta2: float = _f(0.999, "AdamW beta2")
+    grad_clip: float = _f(1.0, "max gradient norm (0 disables clipping)")
+    warmup_steps: int = _f(0, "linear warm-up in optimizer updates")
+
+
+@dataclass
+class EvalConfig:
+    """Validation on the held-out prompts."""
+
+    every: int = _f(5, "validate every this many steps (0 disables; also at step 0 and last)")
+    k: int = _f(4, "samples per prompt for avg@k and pass@k")
+    temperature: float = _f(0.6, "temperature of the avg@k samples")
+    max_new_tokens: int = _f(48, "maximum response length")
+
+
+@dataclass
+class TrainConfig:
+    """A training run."""
+
+    name: str = _f("run", "run name, shown in logs and reports")
+    seed: int = _f(0, "training seed (sampling, shuffling, selection)")
+    steps: int = _f(100, "rollout steps")
+    model: ModelConfig = _f(ModelConfig(), "model")
+    data: DataConfig = _f(DataConfig(), "data")
+    rollout: RolloutConfig = _f(RolloutConfig(), "sampling")
+    algorithm: AlgorithmConfig = _f(AlgorithmConfig(), "advantages")
+    loss: LossConfig = _f(LossConfig(), "policy loss, entropy bonus, reference KL")
+    update: UpdateConfig = _f(UpdateConfig(), "mini/micro-batching")
+    optim: OptimConfig = _f(OptimConfig(), "optimizer")
+    eval: EvalConfig = _f(EvalConfig(), "validation")
+    checkpoint_every: int = _f(0, "save a checkpoint every this many steps (0 = only at the end)")
+    keep_checkpoints: int = _f(2, "checkpoints kept on disk (older ones are deleted)")
+    sinks: list[str] = _f([], "extra metric sinks: tensorboard, wandb, mlflow")
+    progress: bool = _f(True, "show a progress bar")
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+def _validate(cfg: TrainConfig) -> None:
+    """Cross-field rules that a single field's type cannot express."""
+    positive = {
+        "steps": cfg.steps,
+        "rollout.n_prompts": cfg.rollout.n_prompts,
+        "rollout.group_size": cfg.rollout.group_size,
+        "rollout.max_new_tokens": cfg.rollout.max_new_tokens,
+        "rollout.max_gen_batches": cfg.rollout.max_gen_batches,
+        "update.mini_batch_size": cfg.update.mini_batch_size,
+        "update.micro_batch_size": cfg.update.micro_batch_size,
+        "update.epochs": cfg.update.epochs,
+        "data.train_size": cfg.data.train_size,
+        "data.val_size": cfg.data.val_size,
+        "eval.k": cfg.eval.k,
+        "keep_checkpoints": cfg.keep_checkpoints,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise ValueError(f"{name}: expected a positive integer, got {value}")
+    for name, value in {
+        "rollout.temperature": cfg.rollout.temperature,
+        "eval.temperature": cfg.eval.temperature,
+        "optim.lr": cfg.optim.lr,
+    }.items():
+        if not value > 0:
+            raise ValueError(f"{name}: expected a number > 0, got {value}")
+    if not 0 < cfg.rollout.top_p <= 1:
+        raise ValueError(f"rollout.top_p: expected a value in (0, 1], got {cfg.rollout.top_p}")
+    if cfg.algorithm.advantage not in ADVANTAGE_ESTIMATORS:
+        raise ValueError(
+            f"algorithm.advantage: expected one of {list(ADVANTAGE_ESTIMATORS)}, "
+            f"got {cfg.algorithm.advantage!r}"
+        )
+    batch = cfg.rollout.n_prompts * cfg.rollout.group_size
+    if batch % cfg.update.mini_batch_size:
+        raise ValueError(
+            f"update.mini_batch_size: expected a divisor of the rollout batch "
+            f"(rollout.n_prompts x rollout.group_size = {batch}), got {cfg.update.mini_batch_size}"
+        )
+    if cfg.update.mini_batch_size % cfg.update.micro_batch_size:
+        raise ValueError(
+            f"update.micro_batch_size: expected a divisor of update.mini_batch_size "
+            f"({cfg.update.mini_batch_size}), got {cfg.update.micro_batch_size}"
+        )
+    for sink in cfg.sinks:
+        if sink not in ("tensorboard", "wandb", "mlflow"):
+            raise ValueError(f"sinks: expected items from ['tensorboard', 'wandb', 'mlflow'], got {sink!r}")
+
+
+# ----------------------------------------------------------------------------- loading
+
+T = TypeVar("T")
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped presets, e.g. ``testbed/grpo``."""
+    return sorted(str(p.relative_to(PRESET_DIR).with_suffix("")) for p in PRESET_DIR.rglob("*.yaml"))
+
+
+def resolve_preset(name_or_path: str) -> Path:
+    """A shipped preset name (``testbed/kl_cov``) or a path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    candidate = PRESET_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    raise UserError(
+        f"config {name_or_path!r} is neither a YAML file nor a shipped preset. "
+        f"Shipped presets: {', '.join(preset_names())}."
+    )
+
+
+def load_config(preset: str | None, overrides: Iterable[str] = ()) -> TrainConfig:
+    """Build a :class:`TrainConfig` from a preset (or defaults) and ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if preset is not None:
+        path = resolve_preset(preset)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise UserError(f"cannot read config {path}: {err}. Fix the YAML syntax.") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise UserError(f"config {path}: expected a mapping of fields at the top level")
+        data = loaded or {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override {item!r}: expected key=value, e.g. optim.lr=1e-5")
+        _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+    return from_dict(TrainConfig, data)
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"override {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a nested mapping, checking names and types."""
+    if not isinstance(data, Mapping):
+        raise UserError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise UserError(
+            f"unknown config field {prefix}{unknown[0]}. Valid fields here: "
+            f"{', '.join(prefix + n for n in fields)}."
+        )
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, prefix + name)
+    try:
+        return cls(**kwargs)
+    except ValueError as err:
+        raise UserError(f"invalid config: {_qualify(str(err), prefix)}") from None
+
+
+def _qualify(message: str, prefix: str) -> str:
+    """Prefix a field-named message with its section unless it is already dotted."""
+    head = message.split(":", 1)[0]
+    return message if "." in head or not prefix else prefix + message
+
+
+def _coerce(tp: Any, value: Any, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value if value is not None else {}, name + ".")  # type: ignore[arg-type]
+    if origin is Literal:
+        if value not in args:
+            raise UserError(f"{name}: expected one of {list(args)}, got {value!r}")
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, name)
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"{name}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{name}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{name}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UserError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"{name}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict of a config (for YAML/JSON dumps and checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+def describe_fields(cls: type = TrainConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted name, default, help) of every leaf field, for ``--help-config``."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(describe_fields(tp, prefix + f.name + "."))  # type: ignore[arg-type]
+        else:
+            rows.append((prefix + f.name, repr(default), f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,62 @@
+"""Loading a causal LM and its tokenizer: the shipped testbed model, a local directory or a hub id.
+
+The testbed base model is an ordinary Hugging Face checkpoint, so it goes through exactly the
+same ``AutoModelForCausalLM`` / ``AutoTokenizer`` path as Qwen2.5 or Llama.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from entropyrl.config import ModelConfig
+from entropyrl.errors import UserError
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": "auto"}
+
+
+def resolve_model_path(path: str) -> str:
+    """``testbed`` → the shipped base model directory; anything else unchanged."""
+    if path == "testbed":
+        from entropyrl.testbed import BASE_DIR
+
+        return str(BASE_DIR)
+    return path
+
+
+def load_model_and_tokenizer(
+    cfg: ModelConfig, *, override_path: Path | None = None
+) -> tuple[Any, Any]:
+    """Model (train mode) and tokenizer (left padding, pad token set).
+
+    Args:
+        cfg: model section of the config.
+        override_path: load weights from here instead (a checkpoint being resumed).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = str(override_path) if override_path is not None else resolve_model_path(cfg.path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, torch_dtype=_DTYPES[cfg.dtype])
+    except OSError as err:
+        raise UserError(
+            f"cannot load model {source!r}: {err}. Give model.path as a local directory "
+            "with a Hugging Face checkpoint, a hub id (needs internet), or 'testbed'."
+        ) from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("model.device is 'cuda' but no CUDA device is available; use 'auto'.")
+    model.to(device)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    model.train()
+    return model, tokenizer

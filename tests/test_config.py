@@ -1,0 +1,66 @@
+import pytest
+
+from entropyrl.config import TrainConfig, describe_fields, load_config, preset_names
+from entropyrl.errors import UserError
+
+
+def test_every_preset_loads():
+    names = preset_names()
+    assert {"testbed/grpo", "testbed/clip_higher", "testbed/clip_cov", "testbed/kl_cov"} <= set(names)
+    for name in names:
+        cfg = load_config(name)
+        assert isinstance(cfg, TrainConfig)
+
+
+def test_overrides_reach_nested_fields():
+    cfg = load_config("testbed/kl_cov", ["optim.lr=5e-7", "loss.kl_cov.ratio=2e-4", "steps=3"])
+    assert cfg.optim.lr == 5e-7
+    assert cfg.loss.kl_cov.ratio == 2e-4
+    assert cfg.loss.name == "kl_cov"
+    assert cfg.steps == 3
+
+
+def test_defaults_are_not_shared_between_configs():
+    a, b = load_config(None), load_config(None)
+    a.sinks.append("tensorboard")
+    assert b.sinks == []
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("loss.name=grpo", r"loss\.name: expected one of \['ppo', 'pg', 'clip_cov', 'kl_cov'\]"),
+        ("loss.aggregation=sum", r"loss\.aggregation: expected one of"),
+        ("loss.kl_cov.ratio=0.2", None),  # a valid fraction
+        ("loss.kl_cov.ratio=20", r"loss\.kl_cov\.ratio: expected a fraction in \(0, 1\]"),
+        ("loss.clip_cov.ratio=0", r"loss\.clip_cov\.ratio: expected a fraction"),
+        ("optim.lr=fast", r"optim\.lr: expected a number, got 'fast'"),
+        ("optim.lr=-1", r"optim\.lr: expected a number > 0"),
+        ("steps=2.5", r"steps: expected an integer"),
+        ("update.shuffle=maybe", r"update\.shuffle: expected true or false"),
+        ("update.mini_batch_size=7", r"update\.mini_batch_size: expected a divisor"),
+        ("algorithm.advantage=ppo", r"algorithm\.advantage: expected one of"),
+        ("rollout.top_p=1.5", r"rollout\.top_p"),
+        ("optim.learning_rate=1", r"unknown config field optim\.learning_rate.*optim\.lr"),
+        ("sinks=[nope]", r"sinks: expected items from"),
+        ("lr", r"expected key=value"),
+    ],
+)
+def test_invalid_values_name_the_field_and_the_allowed_values(override, message):
+    if message is None:
+        load_config("testbed/grpo", [override])
+        return
+    with pytest.raises(UserError, match=message):
+        load_config("testbed/grpo", [override])
+
+
+def test_unknown_preset_lists_the_shipped_ones():
+    with pytest.raises(UserError, match="testbed/grpo"):
+        load_config("testbed/nope")
+
+
+def test_every_field_has_help_text():
+    rows = describe_fields()
+    assert len(rows) > 30
+    missing = [name for name, _, text in rows if not text]
+    assert missing == []

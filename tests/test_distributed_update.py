@@ -1,0 +1,96 @@
+"""Two data-parallel CPU processes (gloo, through accelerate) = one process on the same batch."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from entropyrl.config import load_config
+from entropyrl.rollout import generate
+from entropyrl.update import UpdateContext, update_on_batch
+
+ROWS = 16
+
+
+def _config(model_dir):
+    # One mini-batch = the whole global batch, two epochs: the second update scores the
+    # selection with a no-grad forward of the current parameters on every rank.
+    return load_config("testbed/kl_cov", [
+        f"model.path={model_dir}", "model.device=cpu", "rollout.n_prompts=4",
+        "rollout.group_size=4", "update.mini_batch_size=16", "update.micro_batch_size=4",
+        "update.epochs=2", "update.shuffle=false", "loss.kl_cov.ratio=0.05", "optim.lr=1e-2",
+    ])
+
+
+def _update(model_dir, batch, rows, world, group, accelerator):
+    from entropyrl.models import load_model_and_tokenizer
+
+    cfg = _config(model_dir)
+    model, _ = load_model_and_tokenizer(cfg.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    model, opt = accelerator.prepare(model, opt)
+    ctx = UpdateContext(cfg, model, opt, sched, accelerator, world, group)
+    roll, old, adv = batch["rollout"].select(rows), batch["old"][rows], batch["adv"][rows]
+    metrics = update_on_batch(ctx, roll, old, adv, None, step=1)
+    params = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+    return params, metrics
+
+
+def _worker(rank, world, port, model_dir, batch_path, out_path):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    from accelerate import Accelerator
+    import torch.distributed as dist
+
+    acc = Accelerator(cpu=True)
+    assert acc.num_processes == world
+    batch = torch.load(batch_path, weights_only=False)
+    per = ROWS // world
+    rows = torch.arange(rank * per, (rank + 1) * per)
+    params, metrics = _update(model_dir, batch, rows, world, dist.group.WORLD, acc)
+    if rank == 0:
+        torch.save({"params": params, "metrics": metrics}, out_path)
+    acc.wait_for_everyone()
+    dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.distributed
+def test_two_processes_match_one_process(micro_model_dir, tmp_path):
+    from accelerate import Accelerator
+
+    from entropyrl.models import load_model_and_tokenizer
+    from entropyrl.policy import response_token_stats
+
+    cfg = _config(micro_model_dir)
+    model, tok = load_model_and_tokenizer(cfg.model)
+    torch.manual_seed(0)
+    roll = generate(model, tok, ["12+34=", "5*6=", "99-9=", "7+8="], n=4, temperature=1.0,
+                    max_new_tokens=10)
+    old = response_token_stats(model, roll.input_ids, roll.attention_mask, roll.prompt_len,
+                               temperature=1.0, with_entropy=False).logprobs.detach()
+    adv = (torch.randn(ROWS, 1) * roll.response_mask).contiguous()
+    batch = {"rollout": roll, "old": old, "adv": adv}
+    batch_path = tmp_path / "batch.pt"
+    torch.save(batch, batch_path)
+
+    single, single_metrics = _update(micro_model_dir, batch, torch.arange(ROWS), 1, None,
+                                     Accelerator(cpu=True))
+    out_path = tmp_path / "two.pt"
+    mp.spawn(_worker, args=(2, _free_port(), str(micro_model_dir), str(batch_path), str(out_path)),
+             nprocs=2, join=True)
+    two = torch.load(out_path, weights_only=False)
+    for k, v in single.items():
+        assert torch.allclose(v, two["params"][k], rtol=1e-5, atol=1e-6), k
+    for key in ("loss/total", "loss/selected_frac", "loss/approx_kl_k3", "optim/grad_norm"):
+        assert two["metrics"][key] == pytest.approx(single_metrics[key], rel=1e-4, abs=1e-7), key
+    assert single_metrics["loss/selected_frac"] > 0
