@@ -34,7 +34,7 @@ def make_batch():
 
 
 def step(config: LossConfig, batch) -> None:
-    lp, old, adv, mask = batch
+    mask = batch[3]
     parts = [SelectionPart(*xs) for xs in zip(*(x.chunk(PARTS) for x in batch), strict=True)]
     selected: list[torch.Tensor | None] = [None] * PARTS
     if config.name == "clip_cov":

@@ -1,4 +1,4 @@
-"""Cost of scoring the covariance selection with the current policy (``selection_logprobs: current``).
+"""Cost of scoring the covariance selection with the current policy (``current`` log-probs).
 
 The global selection needs the current log-probs of the whole mini-batch before the first
 micro-batch's backward; entropyrl gets them with one no-grad forward over the mini-batch. This

@@ -29,7 +29,10 @@ def _update(model_dir, batch, rows, world, group, accelerator):
 
     cfg = _config(model_dir)
     model, _ = load_model_and_tokenizer(cfg.model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr)
+    # Adam with a small epsilon turns the float noise of structurally zero gradients (the
+    # key bias: softmax is shift-invariant) into full-size steps; a larger epsilon keeps the
+    # comparison about the gradients.
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, eps=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     model, opt = accelerator.prepare(model, opt)
     ctx = UpdateContext(cfg, model, opt, sched, accelerator, world, group)
@@ -43,8 +46,8 @@ def _worker(rank, world, port, model_dir, batch_path, out_path):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
-    from accelerate import Accelerator
     import torch.distributed as dist
+    from accelerate import Accelerator
 
     acc = Accelerator(cpu=True)
     assert acc.num_processes == world

@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-from entropyrl.advantages import ADVANTAGE_ESTIMATORS
+from entropyrl.advantages import ADVANTAGE_NAMES, AdvantageName
 from entropyrl.errors import UserError
 from entropyrl.losses import LossConfig
 
@@ -70,7 +70,7 @@ class RolloutConfig:
 class AlgorithmConfig:
     """Advantage estimation."""
 
-    advantage: str = _f("grpo", f"advantage estimator: one of {list(ADVANTAGE_ESTIMATORS)}")
+    advantage: AdvantageName = _f("grpo", f"advantage estimator: one of {list(ADVANTAGE_NAMES)}")
     gamma: float = _f(1.0, "discount of REINFORCE++ returns")
 
 
@@ -98,6 +98,7 @@ class OptimConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay")
     beta1: float = _f(0.9, "AdamW beta1")
     beta2: float = _f(0.999, "AdamW beta2")
+    eps: float = _f(1e-8, "AdamW epsilon")
     grad_clip: float = _f(1.0, "max gradient norm (0 disables clipping)")
     warmup_steps: int = _f(0, "linear warm-up in optimizer updates")
 
@@ -155,20 +156,17 @@ def _validate(cfg: TrainConfig) -> None:
     for name, value in positive.items():
         if value <= 0:
             raise ValueError(f"{name}: expected a positive integer, got {value}")
-    for name, value in {
+    for name, number in {
         "rollout.temperature": cfg.rollout.temperature,
         "eval.temperature": cfg.eval.temperature,
         "optim.lr": cfg.optim.lr,
     }.items():
-        if not value > 0:
-            raise ValueError(f"{name}: expected a number > 0, got {value}")
+        if not number > 0:
+            raise ValueError(f"{name}: expected a number > 0, got {number}")
     if not 0 < cfg.rollout.top_p <= 1:
         raise ValueError(f"rollout.top_p: expected a value in (0, 1], got {cfg.rollout.top_p}")
-    if cfg.algorithm.advantage not in ADVANTAGE_ESTIMATORS:
-        raise ValueError(
-            f"algorithm.advantage: expected one of {list(ADVANTAGE_ESTIMATORS)}, "
-            f"got {cfg.algorithm.advantage!r}"
-        )
+    if not 0 <= cfg.algorithm.gamma <= 1:
+        raise ValueError(f"algorithm.gamma: expected a value in [0, 1], got {cfg.algorithm.gamma}")
     batch = cfg.rollout.n_prompts * cfg.rollout.group_size
     if batch % cfg.update.mini_batch_size:
         raise ValueError(
@@ -182,7 +180,9 @@ def _validate(cfg: TrainConfig) -> None:
         )
     for sink in cfg.sinks:
         if sink not in ("tensorboard", "wandb", "mlflow"):
-            raise ValueError(f"sinks: expected items from ['tensorboard', 'wandb', 'mlflow'], got {sink!r}")
+            raise ValueError(
+                f"sinks: expected items from ['tensorboard', 'wandb', 'mlflow'], got {sink!r}"
+            )
 
 
 # ----------------------------------------------------------------------------- loading
@@ -194,7 +194,8 @@ PRESET_DIR = Path(__file__).parent / "configs"
 
 def preset_names() -> list[str]:
     """Names of the shipped presets, e.g. ``testbed/grpo``."""
-    return sorted(str(p.relative_to(PRESET_DIR).with_suffix("")) for p in PRESET_DIR.rglob("*.yaml"))
+    files = PRESET_DIR.rglob("*.yaml")
+    return sorted(str(p.relative_to(PRESET_DIR).with_suffix("")) for p in files)
 
 
 def resolve_preset(name_or_path: str) -> Path:
@@ -264,9 +265,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
 
 
 def _qualify(message: str, prefix: str) -> str:
-    """Prefix a field-named message with its section unless it is already dotted."""
-    head = message.split(":", 1)[0]
-    return message if "." in head or not prefix else prefix + message
+    """Give a ``field: problem`` message from a nested section its full dotted field name."""
+    head, sep, rest = message.partition(":")
+    if not prefix or not sep or " " in head:
+        return message
+    return f"{prefix}{head.split('.')[-1]}{sep}{rest}"
 
 
 def _coerce(tp: Any, value: Any, name: str) -> Any:
@@ -296,6 +299,11 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
             raise UserError(f"{name}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise UserError(f"{name}: expected a number, got {value!r}")
         return float(value)
@@ -317,7 +325,10 @@ def describe_fields(cls: type = TrainConfig, prefix: str = "") -> list[tuple[str
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            default = f.default_factory()  # type: ignore[operator]
         if dataclasses.is_dataclass(tp):
             rows.extend(describe_fields(tp, prefix + f.name + "."))  # type: ignore[arg-type]
         else:

@@ -40,7 +40,7 @@ def load_model_and_tokenizer(
     source = str(override_path) if override_path is not None else resolve_model_path(cfg.path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, torch_dtype=_DTYPES[cfg.dtype])
+        model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=_DTYPES[cfg.dtype])
     except OSError as err:
         raise UserError(
             f"cannot load model {source!r}: {err}. Give model.path as a local directory "

@@ -8,14 +8,15 @@ log-probs equal sampling-time ones.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from transformers import PreTrainedModel
 
 from entropyrl.tokenstats import TokenStats, token_stats_from_hidden, token_stats_from_logits
 
 
 def response_token_stats(
-    model: PreTrainedModel,
+    model: Any,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     prompt_len: int,
@@ -49,7 +50,7 @@ def response_token_stats(
             and head.bias is None
             and getattr(inner.config, "final_logit_softcapping", None) is None
         )
-    if use_hidden and model is inner:
+    if use_hidden and model is inner and decoder is not None:
         out = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
         hidden = out.last_hidden_state[:, prompt_len - 1 : -1]
         return token_stats_from_hidden(

@@ -8,9 +8,10 @@ mask covers the generated tokens up to and including the first end-of-sequence t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 
 @dataclass
@@ -88,7 +89,7 @@ def concat_rollouts(parts: list[Rollout], pad_token_id: int) -> Rollout:
 
 @torch.no_grad()
 def generate(
-    model: PreTrainedModel,
+    model: Any,
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
     *,

@@ -193,7 +193,7 @@ def collect_rollout(run: Run) -> tuple[Rollout, torch.Tensor, dict[str, Any]]:
 def score_batch(
     run: Run, batch: Rollout, *, with_ref: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """log π and entropy ``[B, R]`` of the batch under the current model (and log π_ref)."""
+    """Log π and entropy ``[B, R]`` of the batch under the current model (and log π_ref)."""
     cfg = run.cfg
     lps, ents, refs = [], [], []
     model = run.accelerator.unwrap_model(run.model)
@@ -287,7 +287,7 @@ def setup(cfg: TrainConfig, out_dir: Path, accelerator: Any = None) -> Run:
         ref_model.requires_grad_(False).eval()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2),
-        weight_decay=cfg.optim.weight_decay,
+        eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay,
     )
     warm = max(cfg.optim.warmup_steps, 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -144,7 +144,9 @@ def update_on_batch(
     norms: list[float] = []
     n_updates = 0
     for epoch in range(cfg.update.epochs):
-        order = torch.randperm(n_rows, generator=gen) if cfg.update.shuffle else torch.arange(n_rows)
+        order = torch.arange(n_rows)
+        if cfg.update.shuffle:
+            order = torch.randperm(n_rows, generator=gen)
         for start in range(0, n_rows, mini):
             rows = order[start : start + mini]
             parts = [rows[i : i + micro] for i in range(0, len(rows), micro)]
