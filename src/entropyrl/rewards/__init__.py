@@ -1,0 +1,29 @@
+r"""Verifiable rewards: the paper's boxed-answer math reward, scored safely in worker processes.
+
+* :mod:`~entropyrl.rewards.boxed`: extract the last ``\boxed{...}`` answer of a response.
+* :mod:`~entropyrl.rewards.math`: answer equivalence through math-verify (no timeout; in-process).
+* :mod:`~entropyrl.rewards.pool`: :class:`MathScorer` runs it in worker processes with a hard
+  per-call deadline; this is what training and evaluation use.
+* :mod:`~entropyrl.rewards.overlong`: DAPO's soft overlong penalty and a format-only reward.
+
+Importing this package is cheap: math-verify (and sympy) load on first use.
+"""
+
+from entropyrl.rewards.boxed import has_boxed, last_boxed
+from entropyrl.rewards.math import answers_match, normalize_answer, score_response
+from entropyrl.rewards.overlong import format_reward, overlong_penalties, overlong_penalty
+from entropyrl.rewards.pool import MathScorer, PoolStats, RewardPool
+
+__all__ = [
+    "MathScorer",
+    "PoolStats",
+    "RewardPool",
+    "answers_match",
+    "format_reward",
+    "has_boxed",
+    "last_boxed",
+    "normalize_answer",
+    "overlong_penalties",
+    "overlong_penalty",
+    "score_response",
+]
