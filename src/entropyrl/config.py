@@ -45,10 +45,29 @@ class ModelConfig:
 class DataConfig:
     """Where prompts and answers come from."""
 
-    task: Literal["testbed"] = _f("testbed", "task family: the embedded synthetic testbed")
-    train_size: int = _f(4000, "training prompts generated from the seed")
-    val_size: int = _f(128, "held-out validation prompts")
-    seed: int = _f(0, "seed of the task generator (independent of the training seed)")
+    task: Literal["testbed", "math"] = _f(
+        "testbed", "task family: the embedded synthetic testbed, or math datasets (files/hub)"
+    )
+    train_size: int = _f(4000, "testbed: training prompts generated from the seed")
+    val_size: int = _f(128, "testbed: held-out validation prompts")
+    seed: int = _f(0, "testbed: seed of the task generator (independent of the training seed)")
+    train_files: list[str] = _f([], "math: training sets (.jsonl/.json/.parquet or hub ids)")
+    val_files: list[str] = _f([], "math: validation sets; val/acc is over all of them")
+    schema: str | None = _f(None, "math: dataset schema (null = detect from the fields)")
+    template: str = _f("paper", "math: prompt template: paper, plain, raw or a '{question}' text")
+    chat_template: bool = _f(False, "math: wrap prompts in the tokenizer's chat template")
+    skip_bad_rows: bool = _f(False, "math: skip malformed rows (reported) instead of failing")
+    max_val_rows: int = _f(0, "math: use at most this many validation rows (0 = all)")
+
+
+@dataclass
+class RewardConfig:
+    """Verification of math answers (the testbed has its own exact checker)."""
+
+    workers: int = _f(2, "math: reward worker processes")
+    timeout_s: float = _f(5.0, "math: hard time limit per answer; a timeout scores 0")
+    overlong_buffer: int = _f(0, "DAPO overlong penalty buffer in tokens (0 = off)")
+    overlong_factor: float = _f(1.0, "DAPO overlong penalty factor")
 
 
 @dataclass
@@ -123,6 +142,7 @@ class TrainConfig:
     model: ModelConfig = _f(ModelConfig(), "model")
     data: DataConfig = _f(DataConfig(), "data")
     rollout: RolloutConfig = _f(RolloutConfig(), "sampling")
+    reward: RewardConfig = _f(RewardConfig(), "reward")
     algorithm: AlgorithmConfig = _f(AlgorithmConfig(), "advantages")
     loss: LossConfig = _f(LossConfig(), "policy loss, entropy bonus, reference KL")
     update: UpdateConfig = _f(UpdateConfig(), "mini/micro-batching")
@@ -178,6 +198,13 @@ def _validate(cfg: TrainConfig) -> None:
             f"update.micro_batch_size: expected a divisor of update.mini_batch_size "
             f"({cfg.update.mini_batch_size}), got {cfg.update.micro_batch_size}"
         )
+    if cfg.data.task == "math" and not (cfg.data.train_files and cfg.data.val_files):
+        raise ValueError(
+            "data.train_files: the math task needs data.train_files and data.val_files "
+            "(local .jsonl/.json/.parquet files or hub ids)"
+        )
+    if cfg.reward.workers <= 0 or not cfg.reward.timeout_s > 0:
+        raise ValueError("reward.workers: expected workers >= 1 and timeout_s > 0")
     for sink in cfg.sinks:
         if sink not in ("tensorboard", "wandb", "mlflow"):
             raise ValueError(

@@ -1,22 +1,29 @@
-"""Validation: greedy accuracy, avg@k and unbiased pass@k on held-out prompts.
+"""Evaluation: greedy accuracy, avg@k and unbiased pass@k per data source.
 
-- greedy accuracy: one greedy response per prompt, mean reward (the ``R`` of the law);
-- avg@k: ``k`` samples per prompt at the evaluation temperature, mean reward over all;
-- pass@k: the unbiased estimator ``1 − C(n − c, k) / C(n, k)`` per prompt (``n`` samples,
-  ``c`` correct; Chen et al. 2021), averaged over prompts; with ``n = k`` it is the fraction
-  of prompts with at least one correct sample.
+- greedy accuracy: one greedy response per prompt, mean reward (the trainer's ``val/acc``, the
+  ``R`` of the entropy–performance law);
+- avg@k: ``k`` samples per prompt at the evaluation temperature, mean reward over all samples;
+- pass@k: the unbiased estimator ``1 − C(n − c, k) / C(n, k)`` per prompt (``n`` samples, ``c``
+  correct; Chen et al. 2021), averaged over prompts; with ``n = k`` it is the fraction of
+  prompts with at least one correct sample;
+- response length and token entropy (full-vocabulary, at the temperature that produced the
+  responses) are means over the sampled responses, or the greedy ones when ``k = 0``;
+- truncated: responses that hit the length limit without an end-of-sequence token.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 from entropyrl.policy import response_token_stats
-from entropyrl.rollout import generate
+from entropyrl.rollout import Rollout, generate
+
+ScoreBatch = Callable[[list[str], list[dict[str, Any]]], list[float]]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -28,47 +35,125 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
+@dataclass(frozen=True)
+class EvalSpec:
+    """How one data source is evaluated.
+
+    Attributes:
+        greedy: compute greedy accuracy.
+        k: samples per prompt for avg@k and pass@k (0 = none).
+        temperature: temperature of the samples.
+        max_new_tokens: response length limit.
+    """
+
+    greedy: bool = True
+    k: int = 0
+    temperature: float = 0.6
+    max_new_tokens: int = 512
+
+
+@dataclass
+class SourceResult:
+    """Metrics of one data source (None where the spec did not ask for them)."""
+
+    n_prompts: int
+    greedy_acc: float | None
+    avg_at_k: float | None
+    pass_at_k: float | None
+    k: int
+    temperature: float | None
+    response_len: float
+    entropy: float
+    truncated: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+class _Sums:
+    def __init__(self) -> None:
+        self.greedy = self.samples = self.passes = 0.0
+        self.ent = self.tokens = self.length = 0.0
+        self.n_resp = self.truncated = 0
+
+    def add_stats(self, model: Any, roll: Rollout, temperature: float) -> None:
+        st = response_token_stats(model, roll.input_ids, roll.attention_mask, roll.prompt_len,
+                                  temperature=temperature, with_entropy=True)
+        assert st.entropy is not None
+        m = roll.response_mask
+        self.ent += float(st.entropy[m].sum())
+        self.tokens += float(m.sum())
+        self.length += float(m.sum())
+        self.n_resp += len(roll)
+        self.truncated += int(roll.truncated.sum())
+
+
 @torch.no_grad()
+def evaluate_source(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    score_batch: ScoreBatch,
+    spec: EvalSpec,
+    *,
+    batch_prompts: int = 64,
+    on_batch: Callable[[int], None] | None = None,
+) -> SourceResult:
+    """Evaluate ``rows`` (one data source) as ``spec`` asks."""
+    s = _Sums()
+    for start in range(0, len(rows), batch_prompts):
+        chunk = list(rows[start : start + batch_prompts])
+        prompts = [r["prompt"] for r in chunk]
+        if spec.greedy:
+            g = generate(model, tokenizer, prompts, n=1, temperature=1.0,
+                         max_new_tokens=spec.max_new_tokens, greedy=True)
+            s.greedy += sum(score_batch(g.texts, chunk))
+            if spec.k == 0:
+                s.add_stats(model, g, 1.0)
+        if spec.k > 0:
+            k = spec.k
+            roll = generate(model, tokenizer, prompts, n=k, temperature=spec.temperature,
+                            max_new_tokens=spec.max_new_tokens)
+            rewards = score_batch(roll.texts, [chunk[i // k] for i in range(len(roll))])
+            s.samples += sum(rewards)
+            for i in range(len(chunk)):
+                c = sum(1 for x in rewards[i * k : (i + 1) * k] if x >= 1.0)
+                s.passes += pass_at_k(k, c, k)
+            s.add_stats(model, roll, spec.temperature)
+        if on_batch is not None:
+            on_batch(len(chunk))
+    n = max(len(rows), 1)
+    return SourceResult(
+        n_prompts=len(rows),
+        greedy_acc=s.greedy / n if spec.greedy else None,
+        avg_at_k=s.samples / max(n * spec.k, 1) if spec.k else None,
+        pass_at_k=s.passes / n if spec.k else None,
+        k=spec.k,
+        temperature=spec.temperature if spec.k else None,
+        response_len=s.length / max(s.n_resp, 1),
+        entropy=s.ent / max(s.tokens, 1.0),
+        truncated=s.truncated,
+    )
+
+
 def validate(
     model: Any,
     tokenizer: Any,
     rows: Sequence[dict[str, Any]],
-    score: Callable[[str, dict[str, Any]], float],
+    score_batch: ScoreBatch,
     *,
     k: int,
     temperature: float,
     max_new_tokens: int,
-    batch_prompts: int = 64,
 ) -> dict[str, float]:
-    """Greedy accuracy, avg@k, pass@k, mean entropy and length of the sampled responses."""
-    greedy_hits, sample_hits, passes = 0.0, 0.0, 0.0
-    ent_sum, tok_sum, len_sum, n_samples = 0.0, 0.0, 0.0, 0
-    for start in range(0, len(rows), batch_prompts):
-        chunk = list(rows[start : start + batch_prompts])
-        prompts = [r["prompt"] for r in chunk]
-        g = generate(model, tokenizer, prompts, n=1, temperature=1.0,
-                     max_new_tokens=max_new_tokens, greedy=True)
-        greedy_hits += sum(score(t, r) for t, r in zip(g.texts, chunk, strict=True))
-        s = generate(model, tokenizer, prompts, n=k, temperature=temperature,
-                     max_new_tokens=max_new_tokens)
-        rewards = [score(t, chunk[i // k]) for i, t in enumerate(s.texts)]
-        sample_hits += sum(rewards)
-        for i in range(len(chunk)):
-            c = sum(1 for x in rewards[i * k : (i + 1) * k] if x >= 1.0)
-            passes += pass_at_k(k, c, k)
-        stats = response_token_stats(model, s.input_ids, s.attention_mask, s.prompt_len,
-                                     temperature=temperature, with_entropy=True)
-        assert stats.entropy is not None
-        m = s.response_mask
-        ent_sum += float(stats.entropy[m].sum())
-        tok_sum += float(m.sum())
-        len_sum += float(m.sum())
-        n_samples += len(s)
-    n = max(len(rows), 1)
+    """The trainer's ``val/*`` metrics over all validation rows (see docs/metrics.md)."""
+    spec = EvalSpec(greedy=True, k=k, temperature=temperature, max_new_tokens=max_new_tokens)
+    res = evaluate_source(model, tokenizer, rows, score_batch, spec)
     return {
-        "val/acc": greedy_hits / n,
-        "val/avg_at_k": sample_hits / max(n_samples, 1),
-        "val/pass_at_k": passes / n,
-        "val/entropy": ent_sum / max(tok_sum, 1),
-        "val/response_len": len_sum / max(n_samples, 1),
+        "val/acc": float(res.greedy_acc or 0.0),
+        "val/avg_at_k": float(res.avg_at_k or 0.0),
+        "val/pass_at_k": float(res.pass_at_k or 0.0),
+        "val/entropy": res.entropy,
+        "val/response_len": res.response_len,
     }

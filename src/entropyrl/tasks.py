@@ -13,29 +13,63 @@ from typing import Any
 
 import torch
 
-from entropyrl.config import DataConfig
+from entropyrl.config import DataConfig, RewardConfig
 
 Row = dict[str, Any]
 
 
 @dataclass
 class TaskSet:
-    """Training and validation rows with their verifier."""
+    """Training and validation rows with their verifier.
+
+    ``score_batch(texts, rows)`` scores many responses at once (the math verifier runs them in
+    a worker pool); ``close()`` releases its workers.
+    """
 
     train: list[Row]
     val: list[Row]
-    score: Callable[[str, Row], float]
+    score_batch: Callable[[list[str], list[Row]], list[float]]
+    close: Callable[[], None] = lambda: None
+    skipped: int = 0
+
+    def score(self, text: str, row: Row) -> float:
+        """Score one response."""
+        return self.score_batch([text], [row])[0]
 
 
-def load_tasks(cfg: DataConfig) -> TaskSet:
-    """Build the task set a config names."""
-    if cfg.task == "testbed":
+def load_tasks(data: DataConfig, reward: RewardConfig, tokenizer: Any = None) -> TaskSet:
+    """Build the task set a config names (the tokenizer renders chat templates)."""
+    if data.task == "testbed":
         from entropyrl import testbed
 
-        train = testbed.make_tasks("train", cfg.train_size, cfg.seed)
-        val = testbed.make_tasks("val", cfg.val_size, cfg.seed)
-        return TaskSet(train, val, lambda text, row: testbed.score(text, row["answer"]))
-    raise ValueError(f"data.task: unknown task {cfg.task!r}")
+        train = testbed.make_tasks("train", data.train_size, data.seed)
+        val = testbed.make_tasks("val", data.val_size, data.seed)
+
+        def exact(texts: list[str], rows: list[Row]) -> list[float]:
+            return [testbed.score(t, r["answer"]) for t, r in zip(texts, rows, strict=True)]
+
+        return TaskSet(train, val, exact)
+    from entropyrl.data import load_math_datasets
+    from entropyrl.rewards import MathScorer
+
+    options: dict[str, Any] = {
+        "schema": data.schema,
+        "template": data.template,
+        "tokenizer": tokenizer if data.chat_template else None,
+        "skip_bad_rows": data.skip_bad_rows,
+    }
+    train_sets = load_math_datasets(data.train_files, **options)
+    val_sets = load_math_datasets(data.val_files, **options)
+    val = [r for s in val_sets for r in s.rows]
+    if data.max_val_rows:
+        val = val[: data.max_val_rows]
+    scorer = MathScorer(workers=reward.workers, timeout=reward.timeout_s)
+
+    def verify(texts: list[str], rows: list[Row]) -> list[float]:
+        return scorer.score_batch(texts, [str(r["answer"]) for r in rows])
+
+    skipped = sum(s.skipped for s in (*train_sets, *val_sets))
+    return TaskSet([r for s in train_sets for r in s.rows], val, verify, scorer.close, skipped)
 
 
 class PromptSampler:

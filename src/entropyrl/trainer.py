@@ -34,6 +34,7 @@ from entropyrl.evaluation import validate
 from entropyrl.metrics import MetricsSink, truncate_metrics
 from entropyrl.models import load_model_and_tokenizer
 from entropyrl.policy import response_token_stats
+from entropyrl.rewards import overlong_penalties
 from entropyrl.rollout import Rollout, concat_rollouts, generate
 from entropyrl.tasks import PromptSampler, TaskSet, load_tasks
 from entropyrl.update import UpdateContext, derive_seed, update_on_batch
@@ -93,6 +94,7 @@ def train(
                 if halt:
                     break
     finally:
+        run.tasks.close()
         if run.sink is not None:
             run.sink.close()
     return out_dir
@@ -138,6 +140,7 @@ def collect_rollout(run: Run) -> tuple[Rollout, torch.Tensor, dict[str, Any]]:
     g = cfg.rollout.group_size
     kept: list[Rollout] = []
     kept_rewards: list[torch.Tensor] = []
+    kept_solved: list[torch.Tensor] = []
     n_kept, rounds, n_groups, n_mixed = 0, 0, 0, 0
     t_gen = t_rew = 0.0
     while n_kept < n_local and rounds < cfg.rollout.max_gen_batches:
@@ -150,32 +153,37 @@ def collect_rollout(run: Run) -> tuple[Rollout, torch.Tensor, dict[str, Any]]:
                         top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens)
         t_gen += time.perf_counter() - t
         t = time.perf_counter()
-        rewards = torch.tensor(
-            [run.tasks.score(text, rows[i // g]) for i, text in enumerate(roll.texts)],
-            dtype=torch.float32,
-        )
+        scores = run.tasks.score_batch(roll.texts, [rows[i // g] for i in range(len(roll))])
+        rewards = torch.tensor(scores, dtype=torch.float32)
+        solved = rewards >= 1.0  # before any shaping: accuracy counts verified answers only
+        if cfg.reward.overlong_buffer > 0:
+            rewards += torch.tensor(overlong_penalties(
+                roll.response_mask.sum(1).tolist(), max_length=cfg.rollout.max_new_tokens,
+                buffer=cfg.reward.overlong_buffer, factor=cfg.reward.overlong_factor,
+            ), dtype=torch.float32)
         t_rew += time.perf_counter() - t
         per_group = rewards.view(-1, g)
         mixed = (per_group != per_group[:, :1]).any(dim=1)
         n_groups += len(rows)
         n_mixed += int(mixed.sum())
         if not cfg.rollout.dynamic_sampling:
-            kept, kept_rewards, n_kept = [roll], [rewards], len(rows)
+            kept, kept_rewards, kept_solved, n_kept = [roll], [rewards], [solved], len(rows)
             break
         take = mixed.nonzero().squeeze(-1)[: n_local - n_kept]
         if len(take):
             rows_idx = (take[:, None] * g + torch.arange(g)).reshape(-1)
             kept.append(roll.select(rows_idx.to(roll.input_ids.device)))
             kept_rewards.append(rewards[rows_idx])
+            kept_solved.append(solved[rows_idx])
             n_kept += len(take)
     if not kept:  # dynamic sampling found no mixed group: train on the last batch (no-op grads)
-        kept, kept_rewards = [roll], [rewards]
+        kept, kept_rewards, kept_solved = [roll], [rewards], [solved]
     batch = concat_rollouts(kept, run.tokenizer.pad_token_id)
     rewards = torch.cat(kept_rewards).to(batch.input_ids.device)
     lengths = batch.response_mask.sum(dim=1).float()
     metrics = {
         "train/reward_mean": float(rewards.mean()),
-        "train/acc": float((rewards >= 1.0).float().mean()),
+        "train/acc": float(torch.cat(kept_solved).float().mean()),
         "train/response_len": float(lengths.mean()),
         "train/response_len_max": float(lengths.max()),
         "train/truncated_frac": float(batch.truncated.float().mean()),
@@ -251,7 +259,7 @@ def run_validation(run: Run, step: int) -> dict[str, float]:
     state = torch.get_rng_state()
     torch.manual_seed(derive_seed(cfg.seed, step, 991))
     out = validate(run.accelerator.unwrap_model(run.model), run.tokenizer, run.tasks.val,
-                   run.tasks.score, k=cfg.eval.k, temperature=cfg.eval.temperature,
+                   run.tasks.score_batch, k=cfg.eval.k, temperature=cfg.eval.temperature,
                    max_new_tokens=cfg.eval.max_new_tokens)
     torch.set_rng_state(state)
     out["time/eval_s"] = time.perf_counter() - t
@@ -294,7 +302,7 @@ def setup(cfg: TrainConfig, out_dir: Path, accelerator: Any = None) -> Run:
         optimizer, lambda u: min(1.0, (u + 1) / warm) if warm else 1.0
     )
     model, optimizer = accelerator.prepare(model, optimizer)
-    tasks = load_tasks(cfg.data)
+    tasks = load_tasks(cfg.data, cfg.reward, tokenizer)
     sampler = PromptSampler(len(tasks.train), cfg.seed)
     step = 0
     if resume is not None:
