@@ -64,3 +64,18 @@ def test_every_field_has_help_text():
     assert len(rows) > 30
     missing = [name for name, _, text in rows if not text]
     assert missing == []
+
+
+def test_paper_presets_carry_the_papers_hyperparameters():
+    for size, lr, k in (("7b", 5e-7, 2e-3), ("32b", 1e-6, 2e-4)):
+        cfg = load_config(f"paper/qwen2.5-{size}-kl-cov")
+        assert cfg.loss.name == "kl_cov" and cfg.loss.kl_cov.ratio == k and cfg.loss.kl_cov.beta == 1.0
+        assert cfg.optim.lr == lr and cfg.optim.grad_clip == 1.0
+        assert (cfg.rollout.n_prompts, cfg.rollout.group_size, cfg.rollout.temperature) == (256, 8, 1.0)
+        batch = cfg.rollout.n_prompts * cfg.rollout.group_size
+        assert batch // cfg.update.mini_batch_size == 8  # 8 policy updates per rollout step
+        assert cfg.rollout.dynamic_sampling and cfg.rollout.max_new_tokens == 8192
+        assert cfg.loss.aggregation == "token-mean" and cfg.loss.entropy_coef == 0 == cfg.loss.ref_kl_coef
+        cc = load_config(f"paper/qwen2.5-{size}-clip-cov").loss.clip_cov
+        assert (cc.ratio, cc.cov_low, cc.cov_high) == (2e-4, 1.0, 5.0)
+        assert load_config(f"paper/qwen2.5-{size}-clip-higher").loss.clip.eps_high == 0.28
