@@ -4,13 +4,13 @@ Cases: float32 logits of [8 x 2048] tokens at vocab 32,000 and 151,936 (Qwen2.5)
 1, log-probs + entropy, forward only (no grad) and forward+backward (the gradient of a random
 weighted sum of log-probs and entropy). Naive = ``naive_token_stats`` (``log_softmax``, gather,
 ``-(p * logp).sum(-1)``); chunked = ``token_stats_from_logits`` with its default chunk size.
-Rows marked ``hidden`` start from final hidden states [N, 896] and an LM-head weight
-[V, 896] (Qwen2.5-0.5B's sizes): naive = ``hidden @ weight.T`` then ``naive_token_stats``,
-chunked = ``token_stats_from_hidden``, gradients w.r.t. hidden and weight; only [1 x 2048]
-tokens, because on 2 CPU threads the matmuls alone take ~10 s per 1,000 tokens. The naive path at
-151,936 needs ~10 GB of logits plus several times that in temporaries, so a reduced
-[1 x 2048] case at 151,936 is always run too, and a case whose estimated need exceeds 80% of
-the memory available now is skipped (and listed under the table).
+Rows marked ``hidden`` start from final hidden states [N, 896] and an LM-head weight [V, 896]
+(Qwen2.5-0.5B's sizes): naive = ``hidden @ weight.T`` then ``naive_token_stats``, chunked =
+``token_stats_from_hidden``, gradients w.r.t. hidden and weight; by default only [1 x 2048]
+tokens, as on 2 CPU threads the matmuls take ~7 s per 1,000 tokens (``--cases 4`` adds
+[8 x 2048]). The naive path at 151,936 needs ~10 GB of logits plus several times that in
+temporaries, so a reduced [1 x 2048] case at 151,936 is always run too, and a case whose
+estimated need exceeds 80% of the memory available now is skipped (and listed under the table).
 
 Memory method: each (case, method) runs in a fresh subprocess with 2 threads. The child
 allocates its inputs in place (``torch.empty(...).normal_()``: no transient copy), reads its
@@ -46,7 +46,9 @@ CASES = [
     ("logits", "8x2048", 8 * 2048, 151_936),
     ("logits", "1x2048", 2048, 151_936),
     ("hidden", "1x2048", 2048, 151_936),
+    ("hidden", "8x2048", 8 * 2048, 151_936),  # not by default: ~6 min, naive needs ~70 GiB
 ]
+DEFAULT_CASES = "0,1,2,3"
 # Peak extra memory in units of N x V float32, a little above what was measured (naive from
 # logits: 2.95 forward, 4.9 with backward); from hidden states the naive path also builds the
 # logits (+1). Used only to skip cases that would not fit.
@@ -135,7 +137,7 @@ def cell(result, key: str, width: int, scale: float = 1.0, minus: float = 0.0) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (median)")
-    parser.add_argument("--cases", help="comma-separated indices into CASES (default: all)")
+    parser.add_argument("--cases", default=DEFAULT_CASES, help="indices into CASES, e.g. 0,4")
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -150,7 +152,7 @@ def main() -> None:
     )
     print(head + "\n" + "-" * len(head))
     notes = []
-    picked = [CASES[int(i)] for i in args.cases.split(",")] if args.cases else CASES
+    picked = [CASES[int(i)] for i in args.cases.split(",")]
     for source, label, rows, vocab in picked:
         for mode in ("fwd", "fwd+bwd"):
             res = {m: measure(source, rows, vocab, m, mode, args.repeats) for m in METHODS}
