@@ -126,7 +126,11 @@ class OptimConfig:
 class EvalConfig:
     """Validation on the held-out prompts."""
 
-    every: int = _f(5, "validate every this many steps (0 disables; also at step 0 and last)")
+    every: int = _f(5, "validate every this many steps (0 disables; also at the first and last)")
+    acc: Literal["greedy", "sampled"] = _f(
+        "greedy",
+        "what val/acc (the law's R) reports: greedy accuracy, or avg@k at eval.temperature",
+    )
     k: int = _f(4, "samples per prompt for avg@k and pass@k")
     temperature: float = _f(0.6, "temperature of the avg@k samples")
     max_new_tokens: int = _f(48, "maximum response length")

@@ -146,12 +146,19 @@ def validate(
     k: int,
     temperature: float,
     max_new_tokens: int,
+    acc: str = "greedy",
 ) -> dict[str, float]:
-    """The trainer's ``val/*`` metrics over all validation rows (see docs/metrics.md)."""
+    """The trainer's ``val/*`` metrics over all validation rows (see docs/metrics.md).
+
+    ``acc`` chooses what ``val/acc`` (the law's ``R``) reports: ``greedy`` accuracy or the
+    ``sampled`` avg@k.
+    """
     spec = EvalSpec(greedy=True, k=k, temperature=temperature, max_new_tokens=max_new_tokens)
     res = evaluate_source(model, tokenizer, rows, score_batch, spec)
+    greedy, sampled = float(res.greedy_acc or 0.0), float(res.avg_at_k or 0.0)
     return {
-        "val/acc": float(res.greedy_acc or 0.0),
+        "val/acc": sampled if acc == "sampled" else greedy,
+        "val/greedy_acc": greedy,
         "val/avg_at_k": float(res.avg_at_k or 0.0),
         "val/pass_at_k": float(res.pass_at_k or 0.0),
         "val/entropy": res.entropy,

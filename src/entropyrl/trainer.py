@@ -260,7 +260,7 @@ def run_validation(run: Run, step: int) -> dict[str, float]:
     torch.manual_seed(derive_seed(cfg.seed, step, 991))
     out = validate(run.accelerator.unwrap_model(run.model), run.tokenizer, run.tasks.val,
                    run.tasks.score_batch, k=cfg.eval.k, temperature=cfg.eval.temperature,
-                   max_new_tokens=cfg.eval.max_new_tokens)
+                   max_new_tokens=cfg.eval.max_new_tokens, acc=cfg.eval.acc)
     torch.set_rng_state(state)
     out["time/eval_s"] = time.perf_counter() - t
     return out
