@@ -1,0 +1,58 @@
+"""Mixed-quality solutions: the noisy "pre-training corpus" of the testbed base model.
+
+A real base model has seen correct and sloppy solutions alike, so it puts most of its
+probability on the right step but keeps some on typical slips. RL with a verifiable reward
+then has something to learn: the right path is already likely, the slips are sampled mistakes
+it can learn to avoid (sharpening, which lowers entropy — the paper's setting, §2).
+
+Slips, each drawn independently (the rest of the solution is then computed consistently from
+the slipped cell, as a person who slipped would):
+
+- ``p_carry``: a column with an incoming carry/borrow ignores it (the classic forgotten carry).
+- ``p_digit``: a cell's digit is replaced by a different random digit (carry kept).
+- ``p_copy``: one digit of the final answer is miscopied from the scratchpad.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+
+from entropyrl._checks import check_fraction
+from entropyrl.testbed.tasks import Op, answer_from_cells, column_step, operand_digits, render
+
+
+@dataclass(frozen=True)
+class NoiseRecipe:
+    """Slip probabilities of the noisy solution writer (see the module docstring)."""
+
+    p_carry: float = 0.25
+    p_digit: float = 0.06
+    p_copy: float = 0.03
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            check_fraction(name, value, allow_zero=True)
+
+
+def noisy_solution(op: Op, a: int, b: int, recipe: NoiseRecipe, rng: random.Random) -> str:
+    """A response to ``a op b`` written with random slips (clean when all rates are 0).
+
+    The random draws happen in a fixed order per column, so a seeded ``rng`` gives the same
+    text every time.
+    """
+    cells: list[tuple[int, int]] = []
+    carry = 0
+    for x, y in operand_digits(op, a, b):
+        if carry and rng.random() < recipe.p_carry:
+            carry = 0
+        carry, digit = column_step(op, x, y, carry)
+        if rng.random() < recipe.p_digit:
+            digit = (digit + rng.randint(1, 9)) % 10
+        cells.append((carry, digit))
+    answer = answer_from_cells(cells)
+    if rng.random() < recipe.p_copy:
+        i = rng.randrange(len(answer))
+        wrong = str((int(answer[i]) + rng.randint(1, 9)) % 10)
+        answer = (answer[:i] + wrong + answer[i + 1 :]).lstrip("0") or "0"
+    return render(cells, answer)
