@@ -17,7 +17,7 @@ from entropyrl import __version__
 from entropyrl.errors import UserError
 
 # Subcommand modules, in the order `--help` lists them.
-SUBCOMMANDS: tuple[str, ...] = ("train", "eval", "demo", "fit", "report")
+SUBCOMMANDS: tuple[str, ...] = ("train", "eval", "demo", "fit", "report", "testbed")
 
 
 def build_parser() -> argparse.ArgumentParser:

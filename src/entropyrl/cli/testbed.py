@@ -1,0 +1,41 @@
+"""``entropyrl testbed build``: rebuild the embedded base model bit-for-bit from its seed."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    """Register the ``testbed`` subcommand."""
+    p = sub.add_parser(
+        "testbed",
+        help="rebuild the embedded testbed base model",
+        description=(
+            "Pre-trains the testbed's tiny Qwen2 base model on noisy arithmetic solutions "
+            "(a few minutes on a CPU) and writes it in Hugging Face format. With the default "
+            "seed the result equals the shipped checkpoint byte for byte on the same torch "
+            "build (see docs/testbed.md)."
+        ),
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    b = actions.add_parser("build", help="pre-train the base model into --out")
+    b.add_argument("--out", type=Path, required=True, help="output directory")
+    b.add_argument("--seed", type=int, default=0, help="build seed (0 = the shipped model)")
+    b.add_argument("--steps", type=int, help="override the number of training steps")
+    b.add_argument("--no-eval", action="store_true", help="skip the validation figures")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Delegate to :func:`entropyrl.testbed.build.main`."""
+    from entropyrl.testbed.build import main
+
+    argv = ["--out", str(args.out), "--seed", str(args.seed)]
+    if args.steps is not None:
+        argv += ["--steps", str(args.steps)]
+    if args.no_eval:
+        argv.append("--no-eval")
+    main(argv)
+    return 0
