@@ -8,7 +8,13 @@ import pytest
 import torch
 from test_data import FIXTURES, write_jsonl
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from entropyrl.cli.main import main
 from entropyrl.metrics import read_metrics

@@ -15,7 +15,7 @@ METHODS: tuple[tuple[str, str], ...] = (
     ("Clip-Cov", "testbed/clip_cov"),
     ("KL-Cov", "testbed/kl_cov"),
 )
-QUICK = ("steps=12", "eval.every=4", "data.val_size=64")
+QUICK = ("steps=20", "eval.every=4", "data.val_size=64")
 
 
 def add_parser(sub: Any) -> None:
