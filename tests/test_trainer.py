@@ -129,3 +129,31 @@ def test_micro_batch_split_does_not_change_the_update(micro_model_dir, tmp_path,
     if loss != "ppo":
         assert ra["loss/selected_frac"] == pytest.approx(rb["loss/selected_frac"], rel=1e-6)
         assert ra["loss/selected_frac"] > 0
+
+
+def test_dynamic_sampling_keeps_mixed_groups_and_a_fixed_batch_size(micro_model_dir, tmp_path):
+    out = train(tiny(micro_model_dir, "steps=2", "eval.every=0", "rollout.dynamic_sampling=true",
+                     "rollout.max_gen_batches=3"), tmp_path / "ds")
+    rows = read_metrics(out / "metrics.jsonl")
+    for r in rows:
+        assert r["train/n_groups"] == 4  # rollout.n_prompts, whatever the rounds
+        assert 1 <= r["train/gen_batches"] <= 3
+        if r["train/gen_batches"] < 3:  # filled with mixed groups only: every group has signal
+            assert r["train/adv_abs_mean"] > 0
+
+
+def test_dynamic_sampling_tops_up_when_no_group_is_mixed(micro_model_dir, tmp_path, monkeypatch):
+    import entropyrl.tasks as tasks
+
+    real = tasks.load_tasks
+
+    def constant(data, reward, tokenizer=None):
+        ts = real(data, reward, tokenizer)
+        return tasks.TaskSet(ts.train, ts.val, lambda texts, rows: [0.0] * len(texts))
+
+    monkeypatch.setattr("entropyrl.trainer.load_tasks", constant)
+    out = train(tiny(micro_model_dir, "steps=1", "eval.every=0", "rollout.dynamic_sampling=true",
+                     "rollout.max_gen_batches=2"), tmp_path / "flat")
+    (row,) = read_metrics(out / "metrics.jsonl")
+    assert row["train/gen_batches"] == 2 and row["train/n_groups"] == 4
+    assert row["train/mixed_group_frac"] == 0 and row["train/adv_abs_mean"] == 0

@@ -169,15 +169,17 @@ def collect_rollout(run: Run) -> tuple[Rollout, torch.Tensor, dict[str, Any]]:
         if not cfg.rollout.dynamic_sampling:
             kept, kept_rewards, kept_solved, n_kept = [roll], [rewards], [solved], len(rows)
             break
-        take = mixed.nonzero().squeeze(-1)[: n_local - n_kept]
+        # Mixed groups first; on the last allowed round, top up with equal-reward groups
+        # (zero advantage) so every step, and every rank, has the same batch size.
+        last_round = rounds == cfg.rollout.max_gen_batches
+        order = torch.cat([mixed.nonzero(), (~mixed).nonzero()]).squeeze(-1)
+        take = (order if last_round else mixed.nonzero().squeeze(-1))[: n_local - n_kept]
         if len(take):
             rows_idx = (take[:, None] * g + torch.arange(g)).reshape(-1)
             kept.append(roll.select(rows_idx.to(roll.input_ids.device)))
             kept_rewards.append(rewards[rows_idx])
             kept_solved.append(solved[rows_idx])
             n_kept += len(take)
-    if not kept:  # dynamic sampling found no mixed group: train on the last batch (no-op grads)
-        kept, kept_rewards, kept_solved = [roll], [rewards], [solved]
     batch = concat_rollouts(kept, run.tokenizer.pad_token_id)
     rewards = torch.cat(kept_rewards).to(batch.input_ids.device)
     lengths = batch.response_mask.sum(dim=1).float()
