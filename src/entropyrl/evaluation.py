@@ -74,7 +74,7 @@ class SourceResult:
 class _Sums:
     def __init__(self) -> None:
         self.greedy = self.samples = self.passes = 0.0
-        self.ent = self.tokens = self.length = 0.0
+        self.ent = self.tokens = 0.0
         self.n_resp = self.truncated = 0
 
     def add_stats(self, model: Any, roll: Rollout, temperature: float) -> None:
@@ -84,7 +84,6 @@ class _Sums:
         m = roll.response_mask
         self.ent += float(st.entropy[m].sum())
         self.tokens += float(m.sum())
-        self.length += float(m.sum())
         self.n_resp += len(roll)
         self.truncated += int(roll.truncated.sum())
 
@@ -131,7 +130,7 @@ def evaluate_source(
         pass_at_k=s.passes / n if spec.k else None,
         k=spec.k,
         temperature=spec.temperature if spec.k else None,
-        response_len=s.length / max(s.n_resp, 1),
+        response_len=s.tokens / max(s.n_resp, 1),
         entropy=s.ent / max(s.tokens, 1.0),
         truncated=s.truncated,
     )

@@ -36,14 +36,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from entropyrl._checks import (
-    as_bool_mask,
-    check_finite,
-    check_float,
-    check_ndim,
-    check_same_dtype,
-    check_same_shape,
-)
+from entropyrl._checks import check_finite
+from entropyrl.losses.base import check_policy_inputs
 from entropyrl.losses.clip_cov import ClipCovConfig
 from entropyrl.losses.kl_cov import KLCovConfig
 
@@ -115,7 +109,7 @@ def _score(parts: Sequence[SelectionPart], group: Any) -> _Scored:
     masks = []
     for i, p in enumerate(parts):
         try:
-            masks.append(_check_part(p))
+            masks.append(check_policy_inputs(*p, check_values=False))
         except ValueError as err:
             raise ValueError(f"parts[{i}].{err}") from None
     lp = torch.cat([p.logprobs.detach().reshape(-1) for p in parts])
@@ -137,17 +131,6 @@ def _score(parts: Sequence[SelectionPart], group: Any) -> _Scored:
     cov = ((lp - mean_lp) * (adv - mean_adv)).masked_fill_(~valid, float("-inf"))
     shapes = [m.shape for m in masks]
     return _Scored(lp - old, adv, valid, cov, shapes, n_tokens, mean_lp, mean_adv)
-
-
-def _check_part(p: SelectionPart) -> torch.Tensor:
-    """Shapes, dtypes and devices of one part (finiteness is checked on the concatenation)."""
-    check_float("logprobs", p.logprobs)
-    check_ndim("logprobs", p.logprobs, 2, "[b, T]")
-    check_float("old_logprobs", p.old_logprobs)
-    check_float("advantages", p.advantages)
-    check_same_shape("logprobs", p.logprobs, old_logprobs=p.old_logprobs, advantages=p.advantages)
-    check_same_dtype("logprobs", p.logprobs, old_logprobs=p.old_logprobs, advantages=p.advantages)
-    return as_bool_mask("mask", p.mask, p.logprobs, "logprobs")
 
 
 def _split_to_parts(flat: torch.Tensor, scored: _Scored, parts: Sequence[SelectionPart]) -> list[

@@ -100,7 +100,12 @@ def aggregate(
     return masked.sum() / (n_seqs * constant)
 
 
+def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of ``values`` over the true positions of a bool ``mask`` (NaN elsewhere ignored)."""
+    zero = torch.zeros((), dtype=values.dtype, device=values.device)
+    return torch.where(mask, values, zero).sum()
+
+
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` over the true positions of a bool ``mask`` (0 when none)."""
-    zero = torch.zeros((), dtype=values.dtype, device=values.device)
-    return torch.where(mask, values, zero).sum() / mask.sum().clamp(min=1)
+    return masked_sum(values, mask) / mask.sum().clamp(min=1)

@@ -20,6 +20,7 @@ from entropyrl._checks import (
     check_same_dtype,
     check_same_shape,
 )
+from entropyrl.losses.aggregation import masked_sum
 
 # exp() of a log-ratio beyond this overflows float32 soon after; the clamp only matters for
 # pathological off-policy tokens and keeps the loss finite (gradients there are ~0 anyway
@@ -48,8 +49,13 @@ def check_policy_inputs(
     old_logprobs: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
+    *,
+    check_values: bool = True,
 ) -> torch.Tensor:
     """Validate the four tensors every policy loss takes; return the mask as bool ``[B, T]``.
+
+    ``check_values=False`` checks only shapes, dtypes and devices (callers that check
+    finiteness once on a concatenation).
 
     Raises:
         ValueError: naming the argument, for a wrong shape/device/dtype or NaN/inf at a valid
@@ -62,6 +68,8 @@ def check_policy_inputs(
     check_same_shape("logprobs", logprobs, old_logprobs=old_logprobs, advantages=advantages)
     check_same_dtype("logprobs", logprobs, old_logprobs=old_logprobs, advantages=advantages)
     m = as_bool_mask("mask", mask, logprobs, "logprobs")
+    if not check_values:
+        return m
     check_finite("logprobs", logprobs, m)
     check_finite("old_logprobs", old_logprobs, m)
     check_finite("advantages", advantages, m)
@@ -97,12 +105,6 @@ def ratio_metrics(
             "ratio_min": torch.where(any_valid, torch.where(mask, r, inf).min(), one),
             "ratio_max": torch.where(any_valid, torch.where(mask, r, -inf).max(), one),
         }
-
-
-def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum of ``values`` over the true positions of a bool ``mask``."""
-    zero = torch.zeros((), dtype=values.dtype, device=values.device)
-    return torch.where(mask, values, zero).sum()
 
 
 def zero_masked(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
