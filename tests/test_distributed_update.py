@@ -58,7 +58,9 @@ def _worker(rank, world, port, model_dir, batch_path, out_path):
     if rank == 0:
         torch.save({"params": params, "metrics": metrics}, out_path)
     acc.wait_for_everyone()
-    dist.destroy_process_group()
+    # Leave without C++ teardown: destroying gloo's threads at interpreter exit occasionally
+    # aborts ("terminate called without an active exception") after the work is done.
+    os._exit(0)
 
 
 def _free_port():
