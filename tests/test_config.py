@@ -43,6 +43,9 @@ def test_defaults_are_not_shared_between_configs():
         ("rollout.top_p=1.5", r"rollout\.top_p"),
         ("optim.learning_rate=1", r"unknown config field optim\.learning_rate.*optim\.lr"),
         ("sinks=[nope]", r"sinks: expected items from"),
+        ("data.ops=[div]", r"data\.ops\[0\]: expected one of \['add', 'sub', 'mul'\]"),
+        ("data.ops=[]", r"data\.ops: expected at least one"),
+        ("data.difficulty=[4]", r"data\.difficulty: expected levels in \[0, 1, 2, 3\]"),
         ("lr", r"expected key=value"),
     ],
 )
@@ -79,3 +82,16 @@ def test_paper_presets_carry_the_papers_hyperparameters():
         cc = load_config(f"paper/qwen2.5-{size}-clip-cov").loss.clip_cov
         assert (cc.ratio, cc.cov_low, cc.cov_high) == (2e-4, 1.0, 5.0)
         assert load_config(f"paper/qwen2.5-{size}-clip-higher").loss.clip.eps_high == 0.28
+
+
+def test_testbed_task_mix_reaches_the_task_set():
+    from entropyrl.tasks import load_tasks
+    from entropyrl.testbed.tasks import carry_columns, parse_prompt
+
+    cfg = load_config("testbed/grpo", ["data.ops=[add]", "data.difficulty=[0, 3]",
+                                       "data.train_size=40", "data.val_size=8"])
+    tasks = load_tasks(cfg.data, cfg.reward)
+    assert len(tasks.train) == 40 and len(tasks.val) == 8
+    for row in [*tasks.train, *tasks.val]:
+        op, a, b = parse_prompt(row["prompt"])
+        assert op == "add" and carry_columns(op, a, b) in (0, 3)

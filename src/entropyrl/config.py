@@ -51,6 +51,12 @@ class DataConfig:
     train_size: int = _f(4000, "testbed: training prompts generated from the seed")
     val_size: int = _f(128, "testbed: held-out validation prompts")
     seed: int = _f(0, "testbed: seed of the task generator (independent of the training seed)")
+    ops: list[Literal["add", "sub", "mul"]] = _f(
+        ["add", "sub", "mul"], "testbed: operations drawn uniformly"
+    )
+    difficulty: list[int] = _f(
+        [0, 1, 2, 3], "testbed: carry levels (0-3 columns with a carry) drawn uniformly"
+    )
     train_files: list[str] = _f([], "math: training sets (.jsonl/.json/.parquet or hub ids)")
     val_files: list[str] = _f([], "math: validation sets; val/acc is over all of them")
     schema: str | None = _f(None, "math: dataset schema (null = detect from the fields)")
@@ -209,6 +215,12 @@ def _validate(cfg: TrainConfig) -> None:
         )
     if cfg.reward.workers <= 0 or not cfg.reward.timeout_s > 0:
         raise ValueError("reward.workers: expected workers >= 1 and timeout_s > 0")
+    if not cfg.data.ops:
+        raise ValueError("data.ops: expected at least one of ['add', 'sub', 'mul']")
+    if not cfg.data.difficulty or any(d not in (0, 1, 2, 3) for d in cfg.data.difficulty):
+        raise ValueError(
+            f"data.difficulty: expected levels in [0, 1, 2, 3], got {cfg.data.difficulty}"
+        )
     for sink in cfg.sinks:
         if sink not in ("tensorboard", "wandb", "mlflow"):
             raise ValueError(

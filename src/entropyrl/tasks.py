@@ -42,8 +42,9 @@ def load_tasks(data: DataConfig, reward: RewardConfig, tokenizer: Any = None) ->
     if data.task == "testbed":
         from entropyrl import testbed
 
-        train = testbed.make_tasks("train", data.train_size, data.seed)
-        val = testbed.make_tasks("val", data.val_size, data.seed)
+        mix = {"difficulty": data.difficulty, "ops": data.ops}
+        train = testbed.make_tasks("train", data.train_size, data.seed, **mix)
+        val = testbed.make_tasks("val", data.val_size, data.seed, **mix)
 
         def exact(texts: list[str], rows: list[Row]) -> list[float]:
             return [testbed.score(t, r["answer"]) for t, r in zip(texts, rows, strict=True)]
