@@ -42,9 +42,10 @@ def load_tasks(data: DataConfig, reward: RewardConfig, tokenizer: Any = None) ->
     if data.task == "testbed":
         from entropyrl import testbed
 
-        mix = {"difficulty": data.difficulty, "ops": data.ops}
-        train = testbed.make_tasks("train", data.train_size, data.seed, **mix)
-        val = testbed.make_tasks("val", data.val_size, data.seed, **mix)
+        def split(name: str, n: int) -> list[Row]:
+            return testbed.make_tasks(name, n, data.seed, data.difficulty, data.ops)
+
+        train, val = split("train", data.train_size), split("val", data.val_size)
 
         def exact(texts: list[str], rows: list[Row]) -> list[float]:
             return [testbed.score(t, r["answer"]) for t, r in zip(texts, rows, strict=True)]
