@@ -5,7 +5,7 @@ testbed base model with the demo's presets, then summarises each run with the re
 prints, per method, mean ± standard deviation over seeds of:
 
 - initial and final train entropy and their ratio (claim 1: GRPO final ≤ 30% of initial);
-- first and final validation accuracy (greedy; the law's R);
+- first and final validation accuracy (the law's R; sampled at T = 1 in the testbed presets);
 - the law's R² on the run and the first-15% forecast RMSE (claim 2: R² ≥ 0.9 for GRPO);
 - final entropy relative to GRPO's for the same seed (claim 3: Clip-Cov/KL-Cov well above);
 - fraction of steps with positive Cov(log π, A) and the correlation across steps of the
