@@ -14,6 +14,7 @@ held by tokens of correct (A > 0) and wrong (A < 0) responses, with the mean ``|
 set (KL-Cov's penalty can only hold a selected token still if ``β ≥ |A|·r``).
 
 Run: .venv/bin/python bench/bench_cov_attribution.py [--model DIR] [--prompts 256]
+     [--config testbed/grpo]
      (DIR: a testbed checkpoint, e.g. runs/grpo/checkpoints/step_100)
 """
 
@@ -25,9 +26,11 @@ import torch
 
 from entropyrl import testbed
 from entropyrl.advantages import grpo_advantages
+from entropyrl.config import load_config
 from entropyrl.dynamics import token_covariance
 from entropyrl.policy import response_token_stats
 from entropyrl.rollout import generate
+from entropyrl.tasks import load_tasks
 
 FRACTIONS = (0.002, 0.02, 0.05, 0.2)
 
@@ -36,20 +39,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="testbed checkpoint (default: shipped base)")
     parser.add_argument("--prompts", type=int, default=256, help="training prompts sampled")
-    parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", default="testbed/grpo",
+                        help="preset giving the task mix, group size, temperature and length")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     args = parser.parse_args()
+    cfg = load_config(args.config)
+    tasks = load_tasks(cfg.data, cfg.reward)
+    rows = tasks.train[: args.prompts]
+    g, temperature = cfg.rollout.group_size, cfg.rollout.temperature
     torch.manual_seed(args.seed)
     model, tok = testbed.load_base(args.model)
-    rows = testbed.make_tasks("train", args.prompts, seed=args.seed, ops=("add", "sub"))
-    g = args.group_size
-    roll = generate(model, tok, [r["prompt"] for r in rows], n=g, temperature=1.0,
-                    max_new_tokens=32)
-    scores = torch.tensor([testbed.score(t, rows[i // g]["answer"])
-                           for i, t in enumerate(roll.texts)])
+    roll = generate(model, tok, [r["prompt"] for r in rows], n=g, temperature=temperature,
+                    max_new_tokens=cfg.rollout.max_new_tokens)
+    scores = torch.tensor(tasks.score_batch(roll.texts, [rows[i // g] for i in range(len(roll))]))
     with torch.no_grad():
         st = response_token_stats(model, roll.input_ids, roll.attention_mask, roll.prompt_len,
-                                  temperature=1.0, with_entropy=True)
+                                  temperature=temperature, with_entropy=True)
     assert st.entropy is not None
     m = roll.response_mask
     adv = grpo_advantages(scores, roll.group_ids, m).token_advantages
