@@ -7,7 +7,9 @@ prints, per method, mean ± standard deviation over seeds of:
 - initial and final train entropy and their ratio (claim 1: GRPO final ≤ 30% of initial);
 - first and final validation accuracy (the law's R; sampled at T = 1 in the testbed presets);
 - the law's R² on the run and the first-15% forecast RMSE (claim 2: R² ≥ 0.9 for GRPO);
-- final entropy relative to GRPO's for the same seed (claim 3: Clip-Cov/KL-Cov well above);
+- final entropy relative to GRPO's for the same seed (claim 3: Clip-Cov/KL-Cov well above),
+  and the late validations' mean accuracy above GRPO's law at their own entropy (does the
+  entropy a method keeps buy accuracy, or cost it at the law's rate?);
 - fraction of steps with positive Cov(log π, A) and the correlation across steps of the
   measured same-batch ΔH with the prediction −Cov (claim 4).
 
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from entropyrl.cli.demo import METHODS
 from entropyrl.config import load_config
-from entropyrl.report import summarize_run
+from entropyrl.report import fit_run_law, law_offset, load_run_data, summarize_run
 from entropyrl.trainer import train
 
 FIELDS = (
@@ -60,8 +62,10 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     results: dict[str, list[dict]] = {name: [] for name, _ in METHODS}
+    offsets: dict[str, list[float | None]] = {name: [] for name, _ in METHODS}
     t0 = time.perf_counter()
     for seed in args.seeds:
+        laws = {}
         for name, preset in METHODS:
             out = args.out / f"seed{seed}" / preset.split("/")[-1]
             cfg = load_config(preset, [*args.overrides, f"seed={seed}", f"name={name}",
@@ -69,7 +73,10 @@ def main() -> None:
             if not (out / "metrics.jsonl").exists() or not (out / "checkpoints").exists():
                 train(cfg, out)
             results[name].append(summarize_run(out, name=name).to_dict())
+            laws[name] = fit_run_law(load_run_data(out, name))
             print(f"seed {seed} {name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
+        for name, _ in METHODS:
+            offsets[name].append(law_offset(laws["GRPO"], laws[name]).offset.value)
     grpo_final = [r["final_entropy"] for r in results["GRPO"]]
     print(f"\n{len(args.seeds)} seeds {args.seeds}; mean ± std over seeds")
     header = f"{'':<18}" + "".join(f"{name:>20}" for name, _ in METHODS)
@@ -83,6 +90,7 @@ def main() -> None:
         for n, _ in METHODS
     }
     print(f"{'H final / GRPO':<18}" + "".join(f"{fmt(ratios[n]):>20}" for n, _ in METHODS))
+    print(f"{'above GRPO law':<18}" + "".join(f"{fmt(offsets[n]):>20}" for n, _ in METHODS))
     (args.out / "bench_demo_seeds.json").write_text(json.dumps(results, indent=1))
     print(f"\nper-run summaries: {args.out / 'bench_demo_seeds.json'}")
 

@@ -142,6 +142,50 @@ def test_write_report_files_and_fields(three_runs, tmp_path):
     assert len(set(on_disk["colors"].values())) == 3
 
 
+def test_law_offset_against_numpy(three_runs, tmp_path):
+    """Late validations' mean distance above GRPO's least-squares law, recomputed by hand."""
+    summary = write_report(three_runs, tmp_path / "report")
+
+    def pairs(name):
+        rows = [json.loads(line) for line in (three_runs[name] / "metrics.jsonl").open()]
+        val = [r for r in rows if "val/acc" in r]
+        return (np.array([r["step"] for r in val], dtype=float),
+                np.array([r["train/entropy"] for r in val]), np.array([r["val/acc"] for r in val]))
+
+    _, h0, r0 = pairs("GRPO")
+    slope, intercept = np.polyfit(np.exp(h0), r0, 1)  # R = intercept + slope·exp(H)
+    for name in ("Clip-Cov", "KL-Cov"):
+        steps, h, r = pairs(name)
+        use = (steps >= steps.min() + 0.5 * np.ptp(steps)) & (h >= h0.min()) & (h <= h0.max())
+        expected = np.mean(r[use] - (intercept + slope * np.exp(h[use])))
+        comp = summary["comparison"][name]
+        assert comp["law_offset_vs_baseline"] == pytest.approx(expected, abs=1e-12)
+        assert comp["law_offset_points"] == int(use.sum()) > 3
+    # Clip-Cov's rows follow GRPO's law (a = 0.15): no offset beyond noise. KL-Cov's follow
+    # a = 0.12, above GRPO's curve by 0.03·exp(H) at every H.
+    assert abs(summary["comparison"]["Clip-Cov"]["law_offset_vs_baseline"]) < 0.005
+    assert summary["comparison"]["KL-Cov"]["law_offset_vs_baseline"] > 0.04
+    assert any("points above GRPO's law" in f for f in summary["findings"])
+
+
+def test_law_offset_reasons(tmp_path):
+    """No baseline law, or no late validation inside the baseline's entropy range: n/a, why."""
+    from entropyrl.report.compare import law_offset
+    from entropyrl.report.summary import fit_run_law
+
+    base = load_run_data(write_run(tmp_path / "base", make_rows(h0=0.5, h_inf=0.2, seed=1)))
+    high = load_run_data(write_run(tmp_path / "high", make_rows(h0=1.2, h_inf=0.9, seed=2)))
+    out = law_offset(fit_run_law(base), fit_run_law(high))
+    assert out.offset.value is None and out.n_points == 0
+    assert "not extrapolated" in out.offset.reason
+    rows = [{"step": s, "train/entropy": 1.0 / s} for s in range(1, 9)]  # never validated
+    bare = load_run_data(write_run(tmp_path / "bare", rows))
+    out = law_offset(fit_run_law(bare), fit_run_law(high))
+    assert out.offset.value is None and "no law fit" in out.offset.reason
+    assert law_offset(fit_run_law(high), fit_run_law(high)).offset.value == pytest.approx(
+        0.0, abs=0.01)
+
+
 def test_missing_keys_nan_and_no_validation(tmp_path):
     """An old file (no dyn/*, no timings), NaN values, a torn last line, no val/acc."""
     rows = [{"step": s, "train/entropy": 1.0 / s} for s in range(1, 21)]

@@ -2,7 +2,9 @@
 
 The comparison uses a *baseline*: the method named GRPO if there is one, else the first run.
 Each other method's final entropy is given as a multiple of the baseline's (the paper's
-"KL-Cov keeps entropy >10× GRPO's plateau") and its final accuracy as a difference in points.
+"KL-Cov keeps entropy >10× GRPO's plateau"), its final accuracy as a difference in points, and
+its late validations' mean distance above the baseline's law (:mod:`entropyrl.report.compare`):
+whether the entropy it keeps buys accuracy, or costs it at the law's rate.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from entropyrl.report.compare import LATE_FRACTION, law_offset
 from entropyrl.report.load import load_run_data
 from entropyrl.report.summary import (
     EARLY_FIT_FRACTION,
     FINAL_FRACTION,
     SKEW_EARLY_STEPS,
+    LawResult,
     RunSummary,
     fit_run_law,
     summarize,
@@ -40,6 +44,9 @@ DEFINITIONS = {
                     "dyn/pred_delta_entropy (= −dyn/cov_npg)",
     "corr_dh_cov_pg": "Pearson correlation across steps of dyn/delta_entropy and −dyn/cov_pg",
     "wall_time_s": "Σ time/step_s (training steps; validation time is eval_time_s)",
+    "law_offset_vs_baseline": "mean of val/acc − (b₀ − a₀·exp(H)) over the method's validations "
+                              f"after {LATE_FRACTION:.0%} of its step range with H inside the "
+                              "baseline's fitted range; a₀, b₀ the baseline's law (fraction)",
     "skew_early / skew_all": "mean of dyn/cov_top*pct and dyn/cov_all over the first "
                              "skew_early_steps logged steps / over all steps",
 }
@@ -79,8 +86,8 @@ def write_report(
         "methods": {name: s.to_dict() for name, s in summaries.items()},
         "colors": method_colors(list(summaries)),
         "baseline": baseline,
-        "comparison": _comparison(summaries, baseline),
-        "findings": _findings(summaries, baseline),
+        "comparison": _comparison(summaries, laws, baseline),
+        "findings": _findings(summaries, laws, baseline),
         "figures": {key: path.name for key, path in figures.items()},
         "definitions": DEFINITIONS,
     }
@@ -97,8 +104,9 @@ def _baseline(names: list[str]) -> str | None:
     return names[0] if names else None
 
 
-def _comparison(summaries: Mapping[str, RunSummary], baseline: str | None) -> dict[str, Any]:
-    """Per method: final entropy ÷ the baseline's, final accuracy − the baseline's."""
+def _comparison(summaries: Mapping[str, RunSummary], laws: Mapping[str, LawResult],
+                baseline: str | None) -> dict[str, Any]:
+    """Per method: final entropy ÷ the baseline's, final accuracy − the baseline's, law offset."""
     if baseline is None:
         return {}
     base = summaries[baseline]
@@ -110,15 +118,22 @@ def _comparison(summaries: Mapping[str, RunSummary], baseline: str | None) -> di
         delta = None
         if s.final_val_acc is not None and base.final_val_acc is not None:
             delta = s.final_val_acc - base.final_val_acc
-        out[name] = {"final_entropy_vs_baseline": ratio, "final_val_acc_minus_baseline": delta}
+        offset = law_offset(laws[baseline], laws[name])
+        out[name] = {"final_entropy_vs_baseline": ratio, "final_val_acc_minus_baseline": delta,
+                     "law_offset_vs_baseline": offset.offset.value,
+                     "law_offset_points": offset.n_points,
+                     "law_offset_reason": offset.offset.reason}
     return out
 
 
-def _findings(summaries: Mapping[str, RunSummary], baseline: str | None) -> list[str]:
+def _findings(summaries: Mapping[str, RunSummary], laws: Mapping[str, LawResult],
+              baseline: str | None) -> list[str]:
     """One plain sentence per method (numbers only where they exist)."""
     out = []
     base = summaries.get(baseline) if baseline else None
     for name, s in summaries.items():
+        offset = (law_offset(laws[baseline], laws[name]).offset.value
+                  if baseline is not None and name != baseline else None)
         parts = []
         if s.initial_entropy is not None and s.final_entropy is not None:
             share = f" ({s.entropy_ratio:.0%} of its start)" if s.entropy_ratio else ""
@@ -132,6 +147,10 @@ def _findings(summaries: Mapping[str, RunSummary], baseline: str | None) -> list
                 and base.final_val_acc is not None):
             diff = 100 * (s.final_val_acc - base.final_val_acc)
             parts.append(f"{diff:+.1f} points vs {baseline}".replace("-", "−"))
+        if offset is not None:
+            where = "above" if offset >= 0 else "below"
+            parts.append(f"late validations {100 * abs(offset):.1f} points {where} "
+                         f"{baseline}'s law at their entropy")
         if s.r2 is not None and s.ceiling is not None:
             parts.append(f"law R² {s.r2:.2f}, ceiling {100 * s.ceiling:.1f}%")
         if s.pos_cov_frac is not None:
