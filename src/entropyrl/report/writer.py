@@ -147,8 +147,10 @@ def _findings(summaries: Mapping[str, RunSummary], laws: Mapping[str, LawResult]
                 and base.final_val_acc is not None):
             diff = 100 * (s.final_val_acc - base.final_val_acc)
             parts.append(f"{diff:+.1f} points vs {baseline}".replace("-", "−"))
-        if offset is not None:
-            where = "above" if offset >= 0 else "below"
+        if offset is not None and round(100 * offset, 1) == 0:
+            parts.append(f"late validations on {baseline}'s law at their entropy")
+        elif offset is not None:
+            where = "above" if offset > 0 else "below"
             parts.append(f"late validations {100 * abs(offset):.1f} points {where} "
                          f"{baseline}'s law at their entropy")
         if s.r2 is not None and s.ceiling is not None:
