@@ -27,7 +27,7 @@ from pathlib import Path
 
 from entropyrl.cli.demo import METHODS
 from entropyrl.config import load_config
-from entropyrl.report import fit_run_law, law_offset, load_run_data, summarize_run
+from entropyrl.report import fit_run_law, law_offset, load_run_data, summarize
 from entropyrl.trainer import train
 
 FIELDS = (
@@ -72,8 +72,9 @@ def main() -> None:
                                        "progress=false"])
             if not (out / "metrics.jsonl").exists() or not (out / "checkpoints").exists():
                 train(cfg, out)
-            results[name].append(summarize_run(out, name=name).to_dict())
-            laws[name] = fit_run_law(load_run_data(out, name))
+            data = load_run_data(out, name)
+            laws[name] = fit_run_law(data)
+            results[name].append(summarize(data, law=laws[name]).to_dict())
             print(f"seed {seed} {name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
         for name, _ in METHODS:
             offsets[name].append(law_offset(laws["GRPO"], laws[name]).offset.value)

@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from entropyrl.errors import UserError
-from entropyrl.report import load_run_data, print_summary, summarize_run, write_report
+from entropyrl.report import (
+    fit_run_law,
+    law_offset,
+    load_run_data,
+    print_summary,
+    summarize_run,
+    write_report,
+)
 from entropyrl.report.summary import pearson
 
 SKEW = ("dyn/cov_top0.02pct", "dyn/cov_top0.2pct", "dyn/cov_top2pct", "dyn/cov_top20pct",
@@ -170,9 +177,6 @@ def test_law_offset_against_numpy(three_runs, tmp_path):
 
 def test_law_offset_reasons(tmp_path):
     """No baseline law, or no late validation inside the baseline's entropy range: n/a, why."""
-    from entropyrl.report.compare import law_offset
-    from entropyrl.report.summary import fit_run_law
-
     base = load_run_data(write_run(tmp_path / "base", make_rows(h0=0.5, h_inf=0.2, seed=1)))
     high = load_run_data(write_run(tmp_path / "high", make_rows(h0=1.2, h_inf=0.9, seed=2)))
     out = law_offset(fit_run_law(base), fit_run_law(high))

@@ -80,14 +80,15 @@ def write_report(
     summaries = {d.name: summarize(d, law=laws[d.name], skew_steps=skew_steps) for d in data}
     figures = write_figures(data, laws, summaries, out_dir)
     baseline = _baseline(list(summaries))
+    comparison = _comparison(summaries, laws, baseline)
     summary: dict[str, Any] = {
         "version": __version__,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "methods": {name: s.to_dict() for name, s in summaries.items()},
         "colors": method_colors(list(summaries)),
         "baseline": baseline,
-        "comparison": _comparison(summaries, laws, baseline),
-        "findings": _findings(summaries, laws, baseline),
+        "comparison": comparison,
+        "findings": _findings(summaries, comparison, baseline),
         "figures": {key: path.name for key, path in figures.items()},
         "definitions": DEFINITIONS,
     }
@@ -126,13 +127,13 @@ def _comparison(summaries: Mapping[str, RunSummary], laws: Mapping[str, LawResul
     return out
 
 
-def _findings(summaries: Mapping[str, RunSummary], laws: Mapping[str, LawResult],
+def _findings(summaries: Mapping[str, RunSummary], comparison: Mapping[str, Any],
               baseline: str | None) -> list[str]:
     """One plain sentence per method (numbers only where they exist)."""
     out = []
     base = summaries.get(baseline) if baseline else None
     for name, s in summaries.items():
-        offset = (law_offset(laws[baseline], laws[name]).offset.value
+        offset = (comparison[name]["law_offset_vs_baseline"]
                   if baseline is not None and name != baseline else None)
         parts = []
         if s.initial_entropy is not None and s.final_entropy is not None:
