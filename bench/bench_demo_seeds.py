@@ -14,7 +14,10 @@ prints, per method, mean ± standard deviation over seeds of:
   measured same-batch ΔH with the prediction −Cov (claim 4).
 
 Run: .venv/bin/python bench/bench_demo_seeds.py [--seeds 0 1 2] [--out runs/bench_demo]
-     [key=value ...]   (overrides applied to every run, e.g. steps=40)
+     [--methods GRPO Clip-Cov] [key=value ...]   (overrides applied to every run, e.g.
+     steps=300; GRPO, the baseline of the ratios and offsets, is always trained)
+
+A run directory that already holds metrics and checkpoints is summarised, not retrained.
 """
 
 from __future__ import annotations
@@ -59,14 +62,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("runs/bench_demo"))
+    names = [name for name, _ in METHODS]
+    parser.add_argument("--methods", nargs="+", choices=names, default=names,
+                        help="demo methods to run (GRPO is always included)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    results: dict[str, list[dict]] = {name: [] for name, _ in METHODS}
-    offsets: dict[str, list[float | None]] = {name: [] for name, _ in METHODS}
+    methods = [(n, p) for n, p in METHODS if n in args.methods or n == "GRPO"]
+    results: dict[str, list[dict]] = {name: [] for name, _ in methods}
+    offsets: dict[str, list[float | None]] = {name: [] for name, _ in methods}
     t0 = time.perf_counter()
     for seed in args.seeds:
         laws = {}
-        for name, preset in METHODS:
+        for name, preset in methods:
             out = args.out / f"seed{seed}" / preset.split("/")[-1]
             cfg = load_config(preset, [*args.overrides, f"seed={seed}", f"name={name}",
                                        "progress=false"])
@@ -76,22 +83,22 @@ def main() -> None:
             laws[name] = fit_run_law(data)
             results[name].append(summarize(data, law=laws[name]).to_dict())
             print(f"seed {seed} {name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
-        for name, _ in METHODS:
+        for name, _ in methods:
             offsets[name].append(law_offset(laws["GRPO"], laws[name]).offset.value)
     grpo_final = [r["final_entropy"] for r in results["GRPO"]]
     print(f"\n{len(args.seeds)} seeds {args.seeds}; mean ± std over seeds")
-    header = f"{'':<18}" + "".join(f"{name:>20}" for name, _ in METHODS)
+    header = f"{'':<18}" + "".join(f"{name:>20}" for name, _ in methods)
     print(header)
     for key, label in FIELDS:
         print(f"{label:<18}" + "".join(f"{fmt([r[key] for r in results[n]]):>20}"
-                                       for n, _ in METHODS))
+                                       for n, _ in methods))
     ratios = {
         n: [r["final_entropy"] / g if r["final_entropy"] and g else None
             for r, g in zip(results[n], grpo_final, strict=True)]
-        for n, _ in METHODS
+        for n, _ in methods
     }
-    print(f"{'H final / GRPO':<18}" + "".join(f"{fmt(ratios[n]):>20}" for n, _ in METHODS))
-    print(f"{'above GRPO law':<18}" + "".join(f"{fmt(offsets[n]):>20}" for n, _ in METHODS))
+    print(f"{'H final / GRPO':<18}" + "".join(f"{fmt(ratios[n]):>20}" for n, _ in methods))
+    print(f"{'above GRPO law':<18}" + "".join(f"{fmt(offsets[n]):>20}" for n, _ in methods))
     (args.out / "bench_demo_seeds.json").write_text(json.dumps(results, indent=1))
     print(f"\nper-run summaries: {args.out / 'bench_demo_seeds.json'}")
 
