@@ -87,18 +87,20 @@ def main() -> None:
             offsets[name].append(law_offset(laws["GRPO"], laws[name]).offset.value)
     grpo_final = [r["final_entropy"] for r in results["GRPO"]]
     print(f"\n{len(args.seeds)} seeds {args.seeds}; mean ± std over seeds")
-    header = f"{'':<18}" + "".join(f"{name:>20}" for name, _ in methods)
-    print(header)
+
+    def row(label: str, cells: list[str]) -> None:
+        print(f"{label:<18}" + "".join(f"{cell:>20}" for cell in cells))
+
+    row("", [n for n, _ in methods])
     for key, label in FIELDS:
-        print(f"{label:<18}" + "".join(f"{fmt([r[key] for r in results[n]]):>20}"
-                                       for n, _ in methods))
+        row(label, [fmt([r[key] for r in results[n]]) for n, _ in methods])
     ratios = {
         n: [r["final_entropy"] / g if r["final_entropy"] and g else None
             for r, g in zip(results[n], grpo_final, strict=True)]
         for n, _ in methods
     }
-    print(f"{'H final / GRPO':<18}" + "".join(f"{fmt(ratios[n]):>20}" for n, _ in methods))
-    print(f"{'above GRPO law':<18}" + "".join(f"{fmt(offsets[n]):>20}" for n, _ in methods))
+    row("H final / GRPO", [fmt(ratios[n]) for n, _ in methods])
+    row("above GRPO law", [fmt(offsets[n]) for n, _ in methods])
     (args.out / "bench_demo_seeds.json").write_text(json.dumps(results, indent=1))
     print(f"\nper-run summaries: {args.out / 'bench_demo_seeds.json'}")
 
