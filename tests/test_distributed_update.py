@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from entropyrl.batch_metrics import StepBatch, step_metrics
 from entropyrl.config import load_config
 from entropyrl.rollout import generate
 from entropyrl.update import UpdateContext, update_on_batch
@@ -42,6 +43,15 @@ def _update(model_dir, batch, rows, world, group, accelerator):
     return params, metrics
 
 
+def _step_batch(batch, rows):
+    roll = batch["rollout"]
+    # Each rank numbers its prompt groups from 0, as the trainer's rollouts do.
+    ids = roll.group_ids[rows] - roll.group_ids[rows].min()
+    return StepBatch(roll.response_mask[rows], batch["old"][rows], batch["entropy"][rows],
+                     batch["adv"][rows], batch["rewards"][rows], batch["rewards"][rows] > 0,
+                     roll.truncated[rows], ids)
+
+
 def _worker(rank, world, port, model_dir, batch_path, out_path):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
@@ -55,8 +65,10 @@ def _worker(rank, world, port, model_dir, batch_path, out_path):
     per = ROWS // world
     rows = torch.arange(rank * per, (rank + 1) * per)
     params, metrics = _update(model_dir, batch, rows, world, dist.group.WORLD, acc)
+    batch_metrics = step_metrics(_step_batch(batch, rows), dist.group.WORLD)
     if rank == 0:
-        torch.save({"params": params, "metrics": metrics}, out_path)
+        torch.save({"params": params, "metrics": metrics, "batch_metrics": batch_metrics},
+                   out_path)
     acc.wait_for_everyone()
     # Leave without C++ teardown: destroying gloo's threads at interpreter exit occasionally
     # aborts ("terminate called without an active exception") after the work is done.
@@ -81,10 +93,12 @@ def test_two_processes_match_one_process(micro_model_dir, tmp_path):
     torch.manual_seed(0)
     roll = generate(model, tok, ["12+34=", "5*6=", "99-9=", "7+8="], n=4, temperature=1.0,
                     max_new_tokens=10)
-    old = response_token_stats(model, roll.input_ids, roll.attention_mask, roll.prompt_len,
-                               temperature=1.0, with_entropy=False).logprobs.detach()
+    st = response_token_stats(model, roll.input_ids, roll.attention_mask, roll.prompt_len,
+                              temperature=1.0, with_entropy=True)
     adv = (torch.randn(ROWS, 1) * roll.response_mask).contiguous()
-    batch = {"rollout": roll, "old": old, "adv": adv}
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0] * 4)
+    batch = {"rollout": roll, "old": st.logprobs.detach(), "entropy": st.entropy.detach(),
+             "adv": adv, "rewards": rewards}
     batch_path = tmp_path / "batch.pt"
     torch.save(batch, batch_path)
 
@@ -99,3 +113,47 @@ def test_two_processes_match_one_process(micro_model_dir, tmp_path):
     for key in ("loss/total", "loss/selected_frac", "loss/approx_kl_k3", "optim/grad_norm"):
         assert two["metrics"][key] == pytest.approx(single_metrics[key], rel=1e-4, abs=1e-7), key
     assert single_metrics["loss/selected_frac"] > 0
+    # The step's batch statistics and covariance diagnostics describe the global batch.
+    single_batch = step_metrics(_step_batch(batch, torch.arange(ROWS)), None)
+    assert set(two["batch_metrics"]) == set(single_batch)
+    for key, value in single_batch.items():
+        assert two["batch_metrics"][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+
+
+def _train_worker(rank, world, port, out_dir, result_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    from accelerate import Accelerator
+
+    from entropyrl.trainer import rl_step, setup
+
+    # The shipped base model solves about half the prompts, so whether a rank's groups are
+    # mixed varies by rank and round: dynamic sampling refills some ranks and not others.
+    cfg = load_config("testbed/grpo", [
+        "model.device=cpu", "rollout.n_prompts=4", "rollout.group_size=4",
+        "rollout.dynamic_sampling=true", "rollout.max_gen_batches=4",
+        "update.mini_batch_size=16", "update.micro_batch_size=4",
+        "data.train_size=64", "data.val_size=8", "progress=false", "seed=3",
+    ])
+    run = setup(cfg, out_dir, Accelerator(cpu=True))
+    metrics = [rl_step(run, step) for step in range(1, 6)]
+    torch.save({"sampler": run.sampler.state_dict(), "metrics": metrics,
+                "kept_rounds": [m["train/gen_batches"] for m in metrics]},
+               result_dir / f"rank{rank}.pt")
+    run.accelerator.wait_for_everyone()
+    os._exit(0)
+
+
+@pytest.mark.distributed
+def test_two_process_steps_share_data_position_and_metrics(tmp_path):
+    mp.spawn(_train_worker, args=(2, _free_port(), tmp_path / "run", tmp_path), nprocs=2,
+             join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    # Every rank draws every generation round's prompts, so the data position agrees.
+    assert r0["sampler"] == r1["sampler"]
+    assert max(r0["kept_rounds"]) > 1  # refills happened
+    for m0, m1 in zip(r0["metrics"], r1["metrics"], strict=True):
+        for key, value in m0.items():
+            if key.startswith(("train/", "dyn/")):
+                assert m1[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from entropyrl import advantages as adv_lib
-from entropyrl import dynamics
+from entropyrl.batch_metrics import StepBatch, all_reduce_sum, entropy_metrics, step_metrics
 from entropyrl.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
@@ -105,7 +105,7 @@ def rl_step(run: Run, step: int) -> dict[str, float]:
     cfg = run.cfg
     t0 = time.perf_counter()
     torch.manual_seed(derive_seed(cfg.seed, step, run.rank, 17))
-    batch, rewards, m = collect_rollout(run)
+    batch, rewards, solved, m = collect_rollout(run)
     adv = adv_lib.compute_advantages(
         cfg.algorithm.advantage, rewards, batch.group_ids, batch.response_mask,
         gamma=cfg.algorithm.gamma,
@@ -113,14 +113,13 @@ def rl_step(run: Run, step: int) -> dict[str, float]:
     t1 = time.perf_counter()
     old_lp, entropy, ref_lp = score_batch(run, batch, with_ref=run.ref_model is not None)
     t2 = time.perf_counter()
-    m.update(_entropy_metrics(entropy, batch.response_mask, run.group))
-    m["train/adv_abs_mean"] = float(adv[batch.response_mask].abs().mean())
-    m.update(dynamics_metrics(old_lp, adv, batch, rewards))
+    m.update(step_metrics(StepBatch(batch.response_mask, old_lp, entropy, adv, rewards, solved,
+                                    batch.truncated, batch.group_ids), run.group))
     m.update(update_on_batch(run.ctx, batch, old_lp, adv, ref_lp, step=step))
     t3 = time.perf_counter()
     _, after, _ = score_batch(run, batch, with_ref=False)
     before_h = m["train/entropy"]
-    after_h = _entropy_metrics(after, batch.response_mask, run.group)["train/entropy"]
+    after_h = entropy_metrics(after, batch.response_mask, run.group)["train/entropy"]
     m["dyn/entropy_before"] = before_h
     m["dyn/entropy_after"] = after_h
     m["dyn/delta_entropy"] = after_h - before_h
@@ -133,8 +132,14 @@ def rl_step(run: Run, step: int) -> dict[str, float]:
     return m
 
 
-def collect_rollout(run: Run) -> tuple[Rollout, torch.Tensor, dict[str, Any]]:
-    """Generate and score; with dynamic sampling, keep mixed-reward groups and refill."""
+def collect_rollout(run: Run) -> tuple[Rollout, torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Generate and score; with dynamic sampling, keep mixed-reward groups and refill.
+
+    Returns this rank's batch, its rewards (after shaping), which responses are verified
+    correct, and the generation counters (summed over ranks). Every rank draws every round's
+    prompts, generating only while its own batch is short, so the prompt sampler advances
+    identically on all ranks.
+    """
     cfg = run.cfg
     n_local = cfg.rollout.n_prompts // run.world
     g = cfg.rollout.group_size
@@ -143,9 +148,13 @@ def collect_rollout(run: Run) -> tuple[Rollout, torch.Tensor, dict[str, Any]]:
     kept_solved: list[torch.Tensor] = []
     n_kept, rounds, n_groups, n_mixed = 0, 0, 0, 0
     t_gen = t_rew = 0.0
-    while n_kept < n_local and rounds < cfg.rollout.max_gen_batches:
+    while rounds < cfg.rollout.max_gen_batches:
+        if rounds and not all_reduce_sum([float(n_kept < n_local)], run.group)[0]:
+            break  # every rank's batch is full
         rounds += 1
         idx = run.sampler.take(cfg.rollout.n_prompts)
+        if n_kept == n_local:
+            continue  # full here, short on another rank: keep the sampler in step
         rows = [run.tasks.train[i] for i in idx[run.rank * n_local : (run.rank + 1) * n_local]]
         t = time.perf_counter()
         roll = generate(run.accelerator.unwrap_model(run.model), run.tokenizer,
@@ -182,21 +191,16 @@ def collect_rollout(run: Run) -> tuple[Rollout, torch.Tensor, dict[str, Any]]:
             n_kept += len(take)
     batch = concat_rollouts(kept, run.tokenizer.pad_token_id)
     rewards = torch.cat(kept_rewards).to(batch.input_ids.device)
-    lengths = batch.response_mask.sum(dim=1).float()
+    n_tokens, n_groups_all, n_mixed_all = all_reduce_sum(
+        [float(batch.response_mask.sum()), n_groups, n_mixed], run.group)
     metrics = {
-        "train/reward_mean": float(rewards.mean()),
-        "train/acc": float(torch.cat(kept_solved).float().mean()),
-        "train/response_len": float(lengths.mean()),
-        "train/response_len_max": float(lengths.max()),
-        "train/truncated_frac": float(batch.truncated.float().mean()),
-        "train/mixed_group_frac": n_mixed / max(n_groups, 1),
-        "train/n_groups": int(batch.group_ids.unique().numel()),
+        "train/mixed_group_frac": n_mixed_all / max(n_groups_all, 1),
         "train/gen_batches": rounds,
         "time/rollout_s": t_gen,
         "time/reward_s": t_rew,
-        "time/tokens_per_s": float(lengths.sum()) / max(t_gen, 1e-9),
+        "time/tokens_per_s": n_tokens / max(t_gen, 1e-9),
     }
-    return batch, rewards, metrics
+    return batch, rewards, torch.cat(kept_solved).to(rewards.device), metrics
 
 
 @torch.no_grad()
@@ -220,36 +224,6 @@ def score_batch(
                                              temperature=cfg.rollout.temperature,
                                              with_entropy=False).logprobs)
     return torch.cat(lps), torch.cat(ents), torch.cat(refs) if with_ref else None
-
-
-def _entropy_metrics(entropy: torch.Tensor, mask: torch.Tensor, group: Any) -> dict[str, float]:
-    """Token-mean (the law's H) and response-mean entropy, over all ranks."""
-    per_seq = (entropy * mask).sum(1) / mask.sum(1).clamp(min=1)
-    has = mask.any(1)
-    t = torch.tensor([float((entropy * mask).sum()), float(mask.sum()),
-                      float(per_seq[has].sum()), float(has.sum())], dtype=torch.float64)
-    if group is not None:
-        import torch.distributed as dist
-
-        dist.all_reduce(t, group=group)
-    return {
-        "train/entropy": float(t[0] / max(float(t[1]), 1.0)),
-        "train/entropy_seq_mean": float(t[2] / max(float(t[3]), 1.0)),
-    }
-
-
-def dynamics_metrics(
-    logprobs: torch.Tensor, advantages: torch.Tensor, batch: Rollout, rewards: torch.Tensor
-) -> dict[str, float]:
-    """Covariance diagnostics of the step's batch (this rank's share)."""
-    mask = batch.response_mask
-    cov = dynamics.batch_covariances(logprobs, advantages, mask)
-    skew = dynamics.skew_table(logprobs, advantages, mask)
-    resp = dynamics.response_covariance(logprobs, advantages, mask, batch.group_ids)
-    out = {"dyn/cov_npg": float(cov.cov_npg), "dyn/cov_pg": float(cov.cov_pg)}
-    out.update({f"dyn/cov_{k}": float(v) for k, v in skew.items()})
-    out["dyn/cov_response"] = float(resp.mean)
-    return out
 
 
 def run_validation(run: Run, step: int) -> dict[str, float]:
