@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint typecheck bench clean
+.PHONY: demo test test-slow lint bench bench-seeds clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ test: lint
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow $(ARGS)
 
+# The quick benches (minutes); the demo's seed study trains 12 runs (~25 min): bench-seeds.
 bench: $(STAMP)
-	for f in bench/bench_*.py; do $(BIN)/python $$f || exit 1; done
+	for f in bench/bench_*.py; do \
+	  [ $$f = bench/bench_demo_seeds.py ] || $(BIN)/python $$f || exit 1; done
+
+bench-seeds: $(STAMP)
+	$(BIN)/python bench/bench_demo_seeds.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -267,29 +267,29 @@ def test_shipped_checkpoint_reaches_documented_accuracy():
     assert 0.2 <= sampled["accuracy"] <= 0.6  # a partially competent base model
 
 
-def test_generation_entropy_matches_a_plain_forward_pass(micro_model_dir):
-    from entropyrl.testbed.evaluate import _generate_chunk
+def test_evaluation_entropy_matches_a_plain_forward_pass(micro_model_dir):
+    from entropyrl.testbed.evaluate import _sample
 
     model, tok = testbed.load_base(micro_model_dir)
     prompts = ["12+34=", "4738+2856=", "9*7="]  # different lengths: left padding
     temperature = 0.7
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        s = _generate_chunk(model, tok, prompts, 2, temperature, 5)
+        roll, entropy = _sample(model, tok, prompts, 2, temperature, 5)
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     ids = enc["input_ids"].repeat_interleave(2, 0)
     att = enc["attention_mask"].repeat_interleave(2, 0)
-    resp = s.response_ids
-    assert s.texts == [tok.decode(r[m & (r != tok.eos_token_id)], skip_special_tokens=True)
-                       for r, m in zip(resp, s.mask, strict=True)]
-    assert torch.equal(s.truncated, ~(resp == tok.eos_token_id).any(1))
+    resp, mask = roll.response_ids, roll.response_mask
+    assert roll.texts == [tok.decode(r[m & (r != tok.eos_token_id)], skip_special_tokens=True)
+                          for r, m in zip(resp, mask, strict=True)]
+    assert torch.equal(roll.truncated, ~(resp == tok.eos_token_id).any(1))
     full = torch.cat([ids, resp], 1)
-    full_att = torch.cat([att, s.mask.long()], 1)
+    full_att = torch.cat([att, mask.long()], 1)
     pos = (full_att.cumsum(1) - 1).clamp(min=0)
     with torch.no_grad():
         logits = model(input_ids=full, attention_mask=full_att, position_ids=pos).logits
     logits = logits[:, ids.shape[1] - 1 : -1] / temperature
     p = torch.softmax(logits, -1)
     ref = -(p * torch.log(p)).sum(-1)
-    torch.testing.assert_close(s.entropy[s.mask], ref[s.mask], rtol=1e-4, atol=1e-5)
-    assert s.mask.sum(1).min() >= 1
+    torch.testing.assert_close(entropy[mask], ref[mask], rtol=1e-4, atol=1e-5)
+    assert mask.sum(1).min() >= 1

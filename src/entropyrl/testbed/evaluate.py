@@ -1,75 +1,37 @@
 """Sampled evaluation of a model on testbed rows: accuracy, response length, token entropy.
 
-Used by the build script (to record the base model's figures), the tests and the docs. The
-trainer has its own rollout code; this is the plain reference: Hugging Face ``generate`` with
-left padding, KV cache, ancestral sampling at ``temperature`` (top-k and top-p off), and the
-entropy of the very distribution each token was drawn from (the processed ``scores``).
+Used by the build script (to record the base model's figures), the tests and the docs. It
+generates with the trainer's own path (:func:`entropyrl.rollout.generate`: Hugging Face
+``generate``, left padding, KV cache, ancestral sampling at ``temperature`` with top-k and
+top-p off) and measures the entropy of the distribution each token was drawn from with
+:func:`entropyrl.policy.response_token_stats` (greedy: the model's T = 1 distribution).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
-from transformers import GenerationConfig
 
+from entropyrl.policy import response_token_stats
+from entropyrl.rollout import Rollout, generate
 from entropyrl.testbed.tasks import score
 
 
-class _Samples(NamedTuple):
-    """Responses of one ``generate`` call (``B = P·n`` rows)."""
-
-    texts: list[str]  # [B] decoded, end token removed
-    response_ids: torch.Tensor  # [B, R] generated tokens (padding after the end token)
-    mask: torch.Tensor  # [B, R] bool, response tokens incl. the first end token
-    entropy: torch.Tensor  # [B, R] token entropy of the sampling distribution (nats)
-    truncated: torch.Tensor  # [B] bool, no end token within the limit
-
-
-def _response_mask(response: torch.Tensor, eos: int) -> torch.Tensor:
-    """``[B, R]`` bool: generated tokens up to and including the first end token."""
-    is_eos = response == eos
-    return (is_eos.cumsum(dim=1) - is_eos.long()) == 0
-
-
 @torch.no_grad()
-def _generate_chunk(
+def _sample(
     model: Any, tokenizer: Any, prompts: list[str], n: int, temperature: float, max_new: int
-) -> _Samples:
-    """Sample ``n`` responses to each prompt (rows ``i·n … i·n + n − 1`` answer prompt ``i``)."""
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    device = next(model.parameters()).device
-    ids = enc["input_ids"].repeat_interleave(n, dim=0).to(device)
-    att = enc["attention_mask"].repeat_interleave(n, dim=0).to(device)
+) -> tuple[Rollout, torch.Tensor]:
+    """``n`` responses per prompt and their token entropies ``[B, R]`` (nats)."""
     greedy = temperature == 0
-    cfg = GenerationConfig(
-        do_sample=not greedy,
-        temperature=None if greedy else temperature,
-        top_k=None if greedy else 0,
-        top_p=None if greedy else 1.0,
-        max_new_tokens=max_new,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        use_cache=True,
-        output_scores=True,
-        return_dict_in_generate=True,
-    )
-    out = model.generate(input_ids=ids, attention_mask=att, generation_config=cfg)
-    response = out.sequences[:, ids.shape[1] :]
-    # scores[t] are the logits after temperature scaling: the distribution token t came from
-    # (greedy: the model's own T = 1 distribution). Entropy H = -sum_v p_v log p_v.
-    logits = torch.stack(out.scores, dim=1).float()  # [B, R, V]
-    logp = torch.log_softmax(logits, dim=-1)
-    entropy = -(logp.exp() * logp).nan_to_num().sum(-1)  # [B, R]; 0·log 0 = 0
-    mask = _response_mask(response, tokenizer.eos_token_id)
-    texts = tokenizer.batch_decode(
-        [row[m & (row != tokenizer.eos_token_id)] for row, m in zip(response, mask, strict=True)],
-        skip_special_tokens=True,
-    )
-    truncated = ~(response == tokenizer.eos_token_id).any(dim=1)
-    return _Samples(texts, response, mask, entropy, truncated)
+    roll = generate(model, tokenizer, prompts, n=n, temperature=1.0 if greedy else temperature,
+                    max_new_tokens=max_new, greedy=greedy)
+    st = response_token_stats(model, roll.input_ids, roll.attention_mask, roll.prompt_len,
+                              temperature=1.0 if greedy else temperature, with_entropy=True)
+    assert st.entropy is not None
+    return roll, st.entropy
 
 
 def evaluate(
@@ -118,17 +80,16 @@ def evaluate(
         torch.manual_seed(seed)
         for start in range(0, len(rows), prompts_per_batch):
             chunk = rows[start : start + prompts_per_batch]
-            s = _generate_chunk(
-                model, tokenizer, [r["prompt"] for r in chunk], n_samples, temperature,
-                max_new_tokens,
-            )
-            lengths = s.mask.sum(1)
-            tok_sum += float((s.entropy * s.mask).sum())
+            roll, entropy = _sample(model, tokenizer, [r["prompt"] for r in chunk], n_samples,
+                                    temperature, max_new_tokens)
+            mask = roll.response_mask
+            lengths = mask.sum(1)
+            tok_sum += float((entropy * mask).sum())
             tok_count += float(lengths.sum())
-            seq_mean_sum += float(((s.entropy * s.mask).sum(1) / lengths.clamp(min=1)).sum())
-            n_truncated += int(s.truncated.sum())
+            seq_mean_sum += float(((entropy * mask).sum(1) / lengths.clamp(min=1)).sum())
+            n_truncated += int(roll.truncated.sum())
             for i, row in enumerate(chunk):
-                group = s.texts[i * n_samples : (i + 1) * n_samples]
+                group = roll.texts[i * n_samples : (i + 1) * n_samples]
                 rewards.append([score(t, str(row["answer"])) for t in group])
     model.train(was_training)
     return _summary(rows, rewards, tok_sum, tok_count, seq_mean_sum, n_truncated, temperature)
