@@ -156,6 +156,21 @@ def test_noisy_solution_slips_and_determinism():
         NoiseRecipe(p_carry=1.5)
 
 
+def test_borrow_rate_applies_to_subtraction_only():
+    # 7085-3325: 5-5=0; 8-2=6; 0-3 borrows (17); 7-3-1=3 → 3760. Borrow forgotten: 7-3=4.
+    sloppy = NoiseRecipe(p_carry=0.0, p_digit=0.0, p_copy=0.0, p_borrow=1.0)
+    assert noisy_solution("sub", 7085, 3325, sloppy, random.Random(0)) == "00 06 17 04#4760"
+    assert noisy_solution("add", 4738, 2856, sloppy, random.Random(0)) == solve("add", 4738, 2856)
+    same = NoiseRecipe(p_borrow=None)
+    assert same.forget_rate("sub") == same.forget_rate("add") == same.p_carry
+    # Unset, the recipe draws exactly as before the field existed (the shipped model's stream).
+    rng_a, rng_b = random.Random(3), random.Random(3)
+    assert [noisy_solution("sub", 7085, 3325, NoiseRecipe(), rng_a) for _ in range(50)] == [
+        noisy_solution("sub", 7085, 3325, NoiseRecipe(p_borrow=0.25), rng_b) for _ in range(50)]
+    with pytest.raises(ValueError, match="p_borrow"):
+        NoiseRecipe(p_borrow=-0.1)
+
+
 # ---------------------------------------------------------------- model, build, evaluate
 
 

@@ -25,6 +25,9 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--seed", type=int, default=0, help="build seed (0 = the shipped model)")
     b.add_argument("--steps", type=int, help="override the number of training steps")
     b.add_argument("--no-eval", action="store_true", help="skip the validation figures")
+    b.add_argument("--p-borrow", type=float, metavar="P",
+                   help="probability of a forgotten borrow in subtraction solutions (default: "
+                        "the carry rate; above 0.5 the base model learns a misconception)")
     p.set_defaults(func=run)
 
 
@@ -37,5 +40,7 @@ def run(args: argparse.Namespace) -> int:
         argv += ["--steps", str(args.steps)]
     if args.no_eval:
         argv.append("--no-eval")
+    if args.p_borrow is not None:
+        argv += ["--p-borrow", str(args.p_borrow)]
     main(argv)
     return 0

@@ -236,8 +236,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="build seed")
     parser.add_argument("--steps", type=int, default=None, help="override the step count")
     parser.add_argument("--no-eval", action="store_true", help="skip the validation figures")
+    parser.add_argument("--p-borrow", type=float, default=None, metavar="P",
+                        help="probability of a forgotten borrow in subtraction solutions "
+                             "(default: the carry rate, 0.25; above 0.5 the base model "
+                             "learns a misconception, see docs/testbed.md)")
     args = parser.parse_args(argv)
     cfg = BuildConfig(seed=args.seed)
+    if args.p_borrow is not None:
+        try:
+            noise = dataclasses.replace(cfg.noise, p_borrow=args.p_borrow)
+        except ValueError as err:
+            parser.error(str(err))
+        cfg = dataclasses.replace(cfg, noise=noise)
     if args.steps is not None:
         cfg = dataclasses.replace(cfg, steps=args.steps)
     info = build(args.out, cfg, evaluate_model=not args.no_eval, log_every=100)

@@ -9,6 +9,10 @@ Slips, each drawn independently (the rest of the solution is then computed consi
 the slipped cell, as a person who slipped would):
 
 - ``p_carry``: a column with an incoming carry/borrow ignores it (the classic forgotten carry).
+- ``p_borrow``: the same for the borrows of subtraction only, when set (``None``: ``p_carry``).
+  Above 0.5 the writer forgets more borrows than it keeps, so a model fitted to it answers
+  subtractions with borrows wrongly even when greedy: a misconception RL has to overcome,
+  not only slips to sharpen away.
 - ``p_digit``: a cell's digit is replaced by a different random digit (carry kept).
 - ``p_copy``: one digit of the final answer is miscopied from the scratchpad.
 """
@@ -29,10 +33,16 @@ class NoiseRecipe:
     p_carry: float = 0.25
     p_digit: float = 0.06
     p_copy: float = 0.03
+    p_borrow: float | None = None
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            check_fraction(name, value, allow_zero=True)
+            if value is not None or name != "p_borrow":
+                check_fraction(name, value, allow_zero=True)
+
+    def forget_rate(self, op: Op) -> float:
+        """Probability that a column of ``op`` ignores its incoming carry or borrow."""
+        return self.p_borrow if op == "sub" and self.p_borrow is not None else self.p_carry
 
 
 def noisy_solution(op: Op, a: int, b: int, recipe: NoiseRecipe, rng: random.Random) -> str:
@@ -43,8 +53,9 @@ def noisy_solution(op: Op, a: int, b: int, recipe: NoiseRecipe, rng: random.Rand
     """
     cells: list[tuple[int, int]] = []
     carry = 0
+    forget = recipe.forget_rate(op)
     for x, y in operand_digits(op, a, b):
-        if carry and rng.random() < recipe.p_carry:
+        if carry and rng.random() < forget:
             carry = 0
         carry, digit = column_step(op, x, y, carry)
         if rng.random() < recipe.p_digit:
