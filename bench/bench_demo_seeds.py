@@ -5,7 +5,8 @@ testbed base model with the demo's presets, then summarises each run with the re
 prints, per method, mean ± standard deviation over seeds of:
 
 - initial and final train entropy and their ratio (claim 1: GRPO final ≤ 30% of initial);
-- first and final validation accuracy (the law's R; sampled at T = 1 in the testbed presets);
+- first and final validation accuracy (the law's R; sampled at T = 1 in the testbed presets),
+  and the mean of the last three validations, sampled and greedy (less noisy than the last);
 - the law's R² on the run and the first-15% forecast RMSE (claim 2: R² ≥ 0.9 for GRPO);
 - final entropy relative to GRPO's for the same seed (claim 3: Clip-Cov/KL-Cov well above),
   and the late validations' mean accuracy above GRPO's law at their own entropy (does the
@@ -40,6 +41,8 @@ FIELDS = (
     ("first_val_acc", "val acc first"),
     ("final_val_acc", "val acc final"),
     ("best_val_acc", "val acc best"),
+    ("val_acc_last3", "val acc last 3"),
+    ("greedy_acc_last3", "greedy last 3"),
     ("r2", "law R2"),
     ("ceiling", "law ceiling b-a"),
     ("forecast_rmse", "forecast RMSE"),
@@ -47,6 +50,17 @@ FIELDS = (
     ("corr_dh_pred", "corr(dH, -cov)"),
     ("wall_time_s", "wall s"),
 )
+
+
+def late_accuracy(metrics_path: Path, n: int = 3) -> dict[str, float | None]:
+    """Mean sampled (``val/acc``) and greedy accuracy of the last ``n`` validations."""
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    vals = [r for r in rows if "val/acc" in r][-n:]
+    if not vals:
+        return {"val_acc_last3": None, "greedy_acc_last3": None}
+    return {"val_acc_last3": statistics.mean(r["val/acc"] for r in vals),
+            "greedy_acc_last3": statistics.mean(r.get("val/greedy_acc", float("nan"))
+                                                for r in vals)}
 
 
 def fmt(values: list[float | None]) -> str:
@@ -81,7 +95,8 @@ def main() -> None:
                 train(cfg, out)
             data = load_run_data(out, name)
             laws[name] = fit_run_law(data)
-            results[name].append(summarize(data, law=laws[name]).to_dict())
+            results[name].append({**summarize(data, law=laws[name]).to_dict(),
+                                  **late_accuracy(out / "metrics.jsonl")})
             print(f"seed {seed} {name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
         for name, _ in methods:
             offsets[name].append(law_offset(laws["GRPO"], laws[name]).offset.value)

@@ -163,9 +163,9 @@ def test_borrow_rate_applies_to_subtraction_only():
     assert noisy_solution("add", 4738, 2856, sloppy, random.Random(0)) == solve("add", 4738, 2856)
     same = NoiseRecipe(p_borrow=None)
     assert same.forget_rate("sub") == same.forget_rate("add") == same.p_carry
-    # Unset, the recipe draws exactly as before the field existed (the shipped model's stream).
+    # Unset, it is the carry rate: the same draws as an explicit 0.25.
     rng_a, rng_b = random.Random(3), random.Random(3)
-    assert [noisy_solution("sub", 7085, 3325, NoiseRecipe(), rng_a) for _ in range(50)] == [
+    assert [noisy_solution("sub", 7085, 3325, same, rng_a) for _ in range(50)] == [
         noisy_solution("sub", 7085, 3325, NoiseRecipe(p_borrow=0.25), rng_b) for _ in range(50)]
     with pytest.raises(ValueError, match="p_borrow"):
         NoiseRecipe(p_borrow=-0.1)

@@ -238,8 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-eval", action="store_true", help="skip the validation figures")
     parser.add_argument("--p-borrow", type=float, default=None, metavar="P",
                         help="probability of a forgotten borrow in subtraction solutions "
-                             "(default: the carry rate, 0.25; above 0.5 the base model "
-                             "learns a misconception, see docs/testbed.md)")
+                             "(default 0.7, the shipped model: above 0.5 the base model "
+                             "learns a misconception; 0.25, the carry rate, gives the "
+                             "earlier base model; see docs/testbed.md)")
     args = parser.parse_args(argv)
     cfg = BuildConfig(seed=args.seed)
     if args.p_borrow is not None:

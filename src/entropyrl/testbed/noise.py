@@ -1,18 +1,20 @@
 """Mixed-quality solutions: the noisy "pre-training corpus" of the testbed base model.
 
 A real base model has seen correct and sloppy solutions alike, so it puts most of its
-probability on the right step but keeps some on typical slips. RL with a verifiable reward
-then has something to learn: the right path is already likely, the slips are sampled mistakes
-it can learn to avoid (sharpening, which lowers entropy — the paper's setting, §2).
+probability on the right step but keeps some on typical slips, and where its sources were
+mostly wrong it has learnt the wrong habit. RL with a verifiable reward then has something to
+learn: where the right path is already likely, the slips are sampled mistakes it can learn to
+avoid (sharpening, which lowers entropy — the paper's setting, §2); where the habit is wrong,
+the right step is the rarer sample it has to find and reinforce.
 
 Slips, each drawn independently (the rest of the solution is then computed consistently from
 the slipped cell, as a person who slipped would):
 
-- ``p_carry``: a column with an incoming carry/borrow ignores it (the classic forgotten carry).
-- ``p_borrow``: the same for the borrows of subtraction only, when set (``None``: ``p_carry``).
-  Above 0.5 the writer forgets more borrows than it keeps, so a model fitted to it answers
-  subtractions with borrows wrongly even when greedy: a misconception RL has to overcome,
-  not only slips to sharpen away.
+- ``p_carry``: a column with an incoming carry ignores it (the classic forgotten carry).
+- ``p_borrow``: the same for the borrows of subtraction (``None``: ``p_carry``). The default
+  0.7 is above one half: the writer forgets more borrows than it keeps, so a model fitted to
+  it answers subtractions with borrows wrongly even when greedy — a misconception RL has to
+  overcome, not only slips to sharpen away.
 - ``p_digit``: a cell's digit is replaced by a different random digit (carry kept).
 - ``p_copy``: one digit of the final answer is miscopied from the scratchpad.
 """
@@ -33,7 +35,7 @@ class NoiseRecipe:
     p_carry: float = 0.25
     p_digit: float = 0.06
     p_copy: float = 0.03
-    p_borrow: float | None = None
+    p_borrow: float | None = 0.7
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
