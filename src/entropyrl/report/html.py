@@ -66,8 +66,9 @@ CAPTIONS = {
         "exploring. Methods that manage entropy should stay above the baseline."),
     "val_acc": (
         "Validation accuracy over training",
-        "Greedy accuracy on the held-out set at each validation step. Compare where each "
-        "method ends and whether it is still rising."),
+        "Accuracy on the held-out set at each validation step (val/acc, the R of the law): "
+        "greedy, or the mean over k samples for runs with eval.acc: sampled, as the testbed "
+        "presets. Compare where each method ends and whether it is still rising."),
     "law": (
         "Accuracy against entropy, with the fitted law",
         "Each dot is one validation: the training entropy at that step (x) and the accuracy "
