@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from entropyrl.errors import UserError
+
 
 def add_parser(sub: Any) -> None:
     """Register the ``testbed`` subcommand."""
@@ -33,15 +35,15 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Delegate to :func:`entropyrl.testbed.build.main`."""
-    from entropyrl.testbed.build import main
+    """Build into ``--out`` and print the recorded figures."""
+    import json
 
-    argv = ["--out", str(args.out), "--seed", str(args.seed)]
-    if args.steps is not None:
-        argv += ["--steps", str(args.steps)]
-    if args.no_eval:
-        argv.append("--no-eval")
-    if args.p_borrow is not None:
-        argv += ["--p-borrow", str(args.p_borrow)]
-    main(argv)
+    from entropyrl.testbed.build import build, config_for
+
+    try:
+        cfg = config_for(args.seed, steps=args.steps, p_borrow=args.p_borrow)
+    except ValueError as err:
+        raise UserError(f"{err}. Check --steps and --p-borrow.") from None
+    info = build(args.out, cfg, evaluate_model=not args.no_eval, log_every=100)
+    print(json.dumps({k: v for k, v in info.items() if k != "recipe"}, indent=2))
     return 0

@@ -1,6 +1,7 @@
 """Reproducible "pre-training" of the testbed base model on noisy arithmetic solutions.
 
-``python -m entropyrl.testbed.build --out DIR [--seed S]`` trains a fresh tiny Qwen2 by
+``entropyrl testbed build --out DIR [--seed S]`` (or ``python -m
+entropyrl.testbed.build``) trains a fresh tiny Qwen2 by
 next-token prediction on the *response* tokens of mixed-quality solutions
 (:mod:`entropyrl.testbed.noise`), then saves it in Hugging Face format with its tokenizer and a
 ``build_info.json`` (recipe, seed, hashes, measured validation accuracy and entropy).
@@ -12,7 +13,6 @@ the same machine (same torch build and CPU) write byte-identical ``model.safeten
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -229,30 +229,24 @@ def build(out: str | Path, cfg: BuildConfig, *, evaluate_model: bool = True,
     return save(model, tokenizer, Path(out), info)
 
 
+def config_for(seed: int = 0, *, steps: int | None = None,
+               p_borrow: float | None = None) -> BuildConfig:
+    """The shipped recipe with the command line's changes (``ValueError`` on a bad value)."""
+    cfg = BuildConfig(seed=seed)
+    if p_borrow is not None:
+        cfg = dataclasses.replace(cfg, noise=dataclasses.replace(cfg.noise, p_borrow=p_borrow))
+    if steps is not None:
+        cfg = dataclasses.replace(cfg, steps=steps)
+    return cfg
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m entropyrl.testbed.build --out DIR [--seed S] [--steps N]``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="output directory (HF checkpoint)")
-    parser.add_argument("--seed", type=int, default=0, help="build seed")
-    parser.add_argument("--steps", type=int, default=None, help="override the step count")
-    parser.add_argument("--no-eval", action="store_true", help="skip the validation figures")
-    parser.add_argument("--p-borrow", type=float, default=None, metavar="P",
-                        help="probability of a forgotten borrow in subtraction solutions "
-                             "(default 0.7, the shipped model: above 0.5 the base model "
-                             "learns a misconception; 0.25, the carry rate, gives the "
-                             "earlier base model; see docs/testbed.md)")
-    args = parser.parse_args(argv)
-    cfg = BuildConfig(seed=args.seed)
-    if args.p_borrow is not None:
-        try:
-            noise = dataclasses.replace(cfg.noise, p_borrow=args.p_borrow)
-        except ValueError as err:
-            parser.error(str(err))
-        cfg = dataclasses.replace(cfg, noise=noise)
-    if args.steps is not None:
-        cfg = dataclasses.replace(cfg, steps=args.steps)
-    info = build(args.out, cfg, evaluate_model=not args.no_eval, log_every=100)
-    print(json.dumps({k: v for k, v in info.items() if k != "recipe"}, indent=2))
+    """``python -m entropyrl.testbed.build ARGS`` is ``entropyrl testbed build ARGS``."""
+    import sys
+
+    from entropyrl.cli.main import main as cli_main
+
+    raise SystemExit(cli_main(["testbed", "build", *(sys.argv[1:] if argv is None else argv)]))
 
 
 if __name__ == "__main__":
