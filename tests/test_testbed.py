@@ -171,6 +171,40 @@ def test_borrow_rate_applies_to_subtraction_only():
         NoiseRecipe(p_borrow=-0.1)
 
 
+def test_comma_forks_are_a_style_the_checker_ignores():
+    clean = dict(p_carry=0.0, p_digit=0.0, p_copy=0.0, p_borrow=None)
+    every = NoiseRecipe(**clean, p_comma=1.0)
+    text = noisy_solution("add", 4738, 2856, every, random.Random(0))
+    assert text == "14,09,15,07#7594" and testbed.score(text, "7594") == 1.0
+    # A sloppier path: every cell after a comma slips, the first cell never does.
+    sloppy = NoiseRecipe(**clean, p_comma=1.0, p_comma_slip=1.0)
+    cells = noisy_solution("add", 4738, 2856, sloppy, random.Random(0)).split("#")[0].split(",")
+    assert cells[0] == "14" and all(c != r for c, r in zip(cells[1:], ["09", "15", "07"], strict=True))
+    assert NoiseRecipe(p_comma_slip=0.5).comma_slip_rate() == 0.5
+    assert NoiseRecipe().comma_slip_rate() == NoiseRecipe().p_digit
+    # Without forks no separator is drawn: the stream is the one of the default recipe.
+    half = NoiseRecipe(p_comma=0.5)
+    rng_a, rng_b = random.Random(4), random.Random(4)
+    plain = [noisy_solution("sub", 9362, 4978, NoiseRecipe(), rng_a) for _ in range(20)]
+    assert all("," not in t for t in plain)
+    forked = [noisy_solution("sub", 9362, 4978, half, rng_b) for _ in range(200)]
+    share = sum(t.split("#")[0].count(",") for t in forked) / (3 * len(forked))
+    assert 0.4 < share < 0.6
+    with pytest.raises(ValueError, match="p_comma"):
+        NoiseRecipe(p_comma=2.0)
+    with pytest.raises(ValueError, match="separators"):
+        testbed.tasks.render([(1, 4), (0, 9)], "94", [",", ","])
+
+
+def test_build_command_rejects_bad_rates(capsys, tmp_path):
+    from entropyrl.cli.main import main
+
+    assert main(["testbed", "build", "--out", str(tmp_path / "m"), "--p-comma", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "p_comma" in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()
+
+
 # ---------------------------------------------------------------- model, build, evaluate
 
 

@@ -31,7 +31,18 @@ def add_parser(sub: Any) -> None:
                    help="probability of a forgotten borrow in subtraction solutions (default "
                         "0.7, the shipped model; 0.25, the carry rate, gives the earlier base "
                         "model)")
+    b.add_argument("--p-comma", type=float, metavar="P",
+                   help="probability that a separator between scratchpad cells is written ',' "
+                        "instead of a space, a style fork the checker ignores (default 0: "
+                        "none, the shipped model)")
+    b.add_argument("--p-comma-slip", type=float, metavar="P",
+                   help="digit-slip probability of a cell written after a ',' (default: the "
+                        "recipe's 0.06, a benign fork; higher makes the comma the sloppier "
+                        "path)")
     p.set_defaults(func=run)
+
+
+_NOISE_OPTIONS = ("p_borrow", "p_comma", "p_comma_slip")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,10 +51,11 @@ def run(args: argparse.Namespace) -> int:
 
     from entropyrl.testbed.build import build, config_for
 
+    noise = {k: getattr(args, k) for k in _NOISE_OPTIONS if getattr(args, k) is not None}
     try:
-        cfg = config_for(args.seed, steps=args.steps, p_borrow=args.p_borrow)
+        cfg = config_for(args.seed, steps=args.steps, noise=noise)
     except ValueError as err:
-        raise UserError(f"{err}. Check --steps and --p-borrow.") from None
+        raise UserError(f"{err}. Check --steps and the --p-* options.") from None
     info = build(args.out, cfg, evaluate_model=not args.no_eval, log_every=100)
     print(json.dumps({k: v for k, v in info.items() if k != "recipe"}, indent=2))
     return 0

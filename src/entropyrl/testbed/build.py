@@ -230,11 +230,17 @@ def build(out: str | Path, cfg: BuildConfig, *, evaluate_model: bool = True,
 
 
 def config_for(seed: int = 0, *, steps: int | None = None,
-               p_borrow: float | None = None) -> BuildConfig:
-    """The shipped recipe with the command line's changes (``ValueError`` on a bad value)."""
+               noise: dict[str, float] | None = None) -> BuildConfig:
+    """The shipped recipe with the command line's changes (``ValueError`` on a bad value).
+
+    Args:
+        seed: build seed.
+        steps: training steps, if not the recipe's.
+        noise: :class:`NoiseRecipe` fields to change, e.g. ``{"p_borrow": 0.25}``.
+    """
     cfg = BuildConfig(seed=seed)
-    if p_borrow is not None:
-        cfg = dataclasses.replace(cfg, noise=dataclasses.replace(cfg.noise, p_borrow=p_borrow))
+    if noise:
+        cfg = dataclasses.replace(cfg, noise=dataclasses.replace(cfg.noise, **noise))
     if steps is not None:
         cfg = dataclasses.replace(cfg, steps=steps)
     return cfg

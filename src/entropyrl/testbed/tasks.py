@@ -87,9 +87,20 @@ def answer_from_cells(cells: Sequence[tuple[int, int]]) -> str:
     return text.lstrip("0") or "0"
 
 
-def render(cells: Sequence[tuple[int, int]], answer: str) -> str:
-    """Response text: the cells separated by spaces, the marker, the answer."""
-    return " ".join(f"{c}{d}" for c, d in cells) + ANSWER_MARKER + answer
+def render(cells: Sequence[tuple[int, int]], answer: str,
+           separators: Sequence[str] | None = None) -> str:
+    """Response text: the cells, the marker, the answer.
+
+    ``separators`` (one fewer than the cells) go between the cells; default: spaces.
+    """
+    texts = [f"{c}{d}" for c, d in cells]
+    if separators is None:
+        return " ".join(texts) + ANSWER_MARKER + answer
+    if len(separators) != max(len(texts) - 1, 0):
+        raise ValueError(f"{len(texts)} cells need {len(texts) - 1} separators, "
+                         f"got {len(separators)}")
+    joined = "".join(t + s for t, s in zip(texts, [*separators, ""], strict=True))
+    return joined + ANSWER_MARKER + answer
 
 
 def operand_digits(op: Op, a: int, b: int) -> list[tuple[int, int]]:

@@ -1,0 +1,62 @@
+"""Where a testbed checkpoint's token entropy sits: the separator forks or the rest.
+
+A base model built with ``entropyrl testbed build --p-comma P`` writes each separator between
+scratchpad cells as a space or a comma, a choice the checker ignores (docs/testbed.md,
+"Separator forks"). This samples responses on validation prompts and splits the token entropy
+(the law's H, the token mean over responses) between the separator slots (positions where a
+space or a comma was sampled inside the scratchpad) and every other response token, and prints
+the share of commas among the separators and the sampled accuracy. Give several checkpoints to
+compare them, e.g. the base model against the last checkpoints of a GRPO and a Clip-Cov run.
+
+Run: .venv/bin/python bench/bench_separator_entropy.py [--model DIR ...] [--prompts 128]
+     (default: the shipped base model, which has no commas)
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from entropyrl import testbed
+from entropyrl.policy import response_token_stats
+from entropyrl.rollout import generate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", nargs="+", default=[None],
+                        help="testbed checkpoints (default: the shipped base model)")
+    parser.add_argument("--prompts", type=int, default=128, help="validation prompts")
+    parser.add_argument("--samples", type=int, default=4, help="responses per prompt")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    args = parser.parse_args()
+    rows = testbed.make_tasks("val", args.prompts, 0, ops=("add", "sub"))
+    header = (f"{'checkpoint':<44} {'H all':>7} {'H sep':>7} {'H rest':>7} "
+              f"{'sep share':>9} {'commas':>7} {'acc':>6}")
+    print(header)
+    for path in args.model:
+        model, tok = testbed.load_base(path)
+        torch.manual_seed(args.seed)
+        roll = generate(model, tok, [r["prompt"] for r in rows], n=args.samples,
+                        temperature=1.0, max_new_tokens=32)
+        with torch.no_grad():
+            st = response_token_stats(model, roll.input_ids, roll.attention_mask,
+                                      roll.prompt_len, temperature=1.0, with_entropy=True)
+        assert st.entropy is not None
+        ent, mask = st.entropy, roll.response_mask.bool()
+        resp = roll.input_ids[:, roll.prompt_len:]
+        space, comma = tok.convert_tokens_to_ids(" "), tok.convert_tokens_to_ids(",")
+        sep = mask & ((resp == space) | (resp == comma))
+        commas = float((resp == comma)[sep].float().mean()) if sep.any() else 0.0
+        correct = [testbed.score(text, rows[i // args.samples]["answer"])
+                   for i, text in enumerate(roll.texts)]
+        print(f"{path or 'shipped base':<44} {float(ent[mask].mean()):>7.4f} "
+              f"{float(ent[sep].mean()) if sep.any() else 0.0:>7.4f} "
+              f"{float(ent[mask & ~sep].mean()):>7.4f} "
+              f"{float(ent[sep].sum() / ent[mask].sum()):>9.2f} {commas:>7.2f} "
+              f"{sum(correct) / len(correct):>6.3f}")
+
+
+if __name__ == "__main__":
+    main()
