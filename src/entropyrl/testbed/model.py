@@ -53,7 +53,7 @@ def load_base(path: str | Path | None = None) -> tuple[Any, Any]:
     """Load a testbed checkpoint (default: the shipped base model) in eval mode on CPU.
 
     Args:
-        path: a directory written by ``python -m entropyrl.testbed.build``; ``None`` = the
+        path: a directory written by ``entropyrl testbed build``; ``None`` = the
             shipped :data:`BASE_DIR`.
 
     Returns:
@@ -65,7 +65,7 @@ def load_base(path: str | Path | None = None) -> tuple[Any, Any]:
     if not (directory / "config.json").is_file():
         raise ValueError(
             f"path: expected a testbed checkpoint directory with config.json, got {directory}; "
-            "build one with `python -m entropyrl.testbed.build --out DIR`"
+            "build one with `entropyrl testbed build --out DIR`"
         )
     tokenizer = AutoTokenizer.from_pretrained(directory)
     tokenizer.padding_side = "left"
