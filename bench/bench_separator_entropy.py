@@ -19,8 +19,7 @@ import argparse
 import torch
 
 from entropyrl import testbed
-from entropyrl.policy import response_token_stats
-from entropyrl.rollout import generate
+from entropyrl.testbed.evaluate import sample_responses
 
 
 def main() -> None:
@@ -38,13 +37,9 @@ def main() -> None:
     for path in args.model:
         model, tok = testbed.load_base(path)
         torch.manual_seed(args.seed)
-        roll = generate(model, tok, [r["prompt"] for r in rows], n=args.samples,
-                        temperature=1.0, max_new_tokens=32)
-        with torch.no_grad():
-            st = response_token_stats(model, roll.input_ids, roll.attention_mask,
-                                      roll.prompt_len, temperature=1.0, with_entropy=True)
-        assert st.entropy is not None
-        ent, mask = st.entropy, roll.response_mask.bool()
+        roll, ent = sample_responses(model, tok, [r["prompt"] for r in rows], args.samples,
+                                     1.0, 32)
+        mask = roll.response_mask.bool()
         resp = roll.input_ids[:, roll.prompt_len:]
         space, comma = tok.convert_tokens_to_ids(" "), tok.convert_tokens_to_ids(",")
         sep = mask & ((resp == space) | (resp == comma))

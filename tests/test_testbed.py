@@ -317,14 +317,14 @@ def test_shipped_checkpoint_reaches_documented_accuracy():
 
 
 def test_evaluation_entropy_matches_a_plain_forward_pass(micro_model_dir):
-    from entropyrl.testbed.evaluate import _sample
+    from entropyrl.testbed.evaluate import sample_responses
 
     model, tok = testbed.load_base(micro_model_dir)
     prompts = ["12+34=", "4738+2856=", "9*7="]  # different lengths: left padding
     temperature = 0.7
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        roll, entropy = _sample(model, tok, prompts, 2, temperature, 5)
+        roll, entropy = sample_responses(model, tok, prompts, 2, temperature, 5)
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     ids = enc["input_ids"].repeat_interleave(2, 0)
     att = enc["attention_mask"].repeat_interleave(2, 0)

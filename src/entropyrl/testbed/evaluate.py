@@ -21,10 +21,14 @@ from entropyrl.testbed.tasks import score
 
 
 @torch.no_grad()
-def _sample(
+def sample_responses(
     model: Any, tokenizer: Any, prompts: list[str], n: int, temperature: float, max_new: int
 ) -> tuple[Rollout, torch.Tensor]:
-    """``n`` responses per prompt and their token entropies ``[B, R]`` (nats)."""
+    """``n`` responses per prompt and the entropy ``[B, R]`` (nats) of each token's distribution.
+
+    Rows ``i·n … i·n + n − 1`` answer prompt ``i``; temperature 0 is greedy (entropy of the
+    T = 1 distribution). Draws from the global torch RNG.
+    """
     greedy = temperature == 0
     roll = generate(model, tokenizer, prompts, n=n, temperature=1.0 if greedy else temperature,
                     max_new_tokens=max_new, greedy=greedy)
@@ -80,8 +84,8 @@ def evaluate(
         torch.manual_seed(seed)
         for start in range(0, len(rows), prompts_per_batch):
             chunk = rows[start : start + prompts_per_batch]
-            roll, entropy = _sample(model, tokenizer, [r["prompt"] for r in chunk], n_samples,
-                                    temperature, max_new_tokens)
+            roll, entropy = sample_responses(model, tokenizer, [r["prompt"] for r in chunk],
+                                             n_samples, temperature, max_new_tokens)
             mask = roll.response_mask
             lengths = mask.sum(1)
             tok_sum += float((entropy * mask).sum())
