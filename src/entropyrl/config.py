@@ -22,6 +22,7 @@ import yaml
 from entropyrl.advantages import ADVANTAGE_NAMES, AdvantageName
 from entropyrl.errors import UserError
 from entropyrl.losses import LossConfig
+from entropyrl.testbed.tasks import DIFFICULTIES, OPS, Op
 
 
 def _f(default: Any, help: str) -> Any:
@@ -51,11 +52,9 @@ class DataConfig:
     train_size: int = _f(4000, "testbed: training prompts generated from the seed")
     val_size: int = _f(128, "testbed: held-out validation prompts")
     seed: int = _f(0, "testbed: seed of the task generator (independent of the training seed)")
-    ops: list[Literal["add", "sub", "mul"]] = _f(
-        ["add", "sub", "mul"], "testbed: operations drawn uniformly"
-    )
+    ops: list[Op] = _f(list(OPS), "testbed: operations drawn uniformly")
     difficulty: list[int] = _f(
-        [0, 1, 2, 3], "testbed: carry levels (0-3 columns with a carry) drawn uniformly"
+        list(DIFFICULTIES), "testbed: carry levels (0-3 columns with a carry) drawn uniformly"
     )
     train_files: list[str] = _f([], "math: training sets (.jsonl/.json/.parquet or hub ids)")
     val_files: list[str] = _f([], "math: validation sets; val/acc is over all of them")
@@ -216,10 +215,10 @@ def _validate(cfg: TrainConfig) -> None:
     if cfg.reward.workers <= 0 or not cfg.reward.timeout_s > 0:
         raise ValueError("reward.workers: expected workers >= 1 and timeout_s > 0")
     if not cfg.data.ops:
-        raise ValueError("data.ops: expected at least one of ['add', 'sub', 'mul']")
-    if not cfg.data.difficulty or any(d not in (0, 1, 2, 3) for d in cfg.data.difficulty):
+        raise ValueError(f"data.ops: expected at least one of {list(OPS)}")
+    if not cfg.data.difficulty or any(d not in DIFFICULTIES for d in cfg.data.difficulty):
         raise ValueError(
-            f"data.difficulty: expected levels in [0, 1, 2, 3], got {cfg.data.difficulty}"
+            f"data.difficulty: expected levels in {list(DIFFICULTIES)}, got {cfg.data.difficulty}"
         )
     for sink in cfg.sinks:
         if sink not in ("tensorboard", "wandb", "mlflow"):
