@@ -31,6 +31,7 @@ from pathlib import Path
 
 from entropyrl.cli.demo import METHODS
 from entropyrl.config import load_config
+from entropyrl.metrics import read_metrics
 from entropyrl.report import fit_run_law, law_offset, load_run_data, summarize
 from entropyrl.trainer import train
 
@@ -54,8 +55,7 @@ FIELDS = (
 
 def late_accuracy(metrics_path: Path, n: int = 3) -> dict[str, float | None]:
     """Mean sampled (``val/acc``) and greedy accuracy of the last ``n`` validations."""
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    vals = [r for r in rows if "val/acc" in r][-n:]
+    vals = [r for r in read_metrics(metrics_path) if "val/acc" in r][-n:]
     if not vals:
         return {"val_acc_last3": None, "greedy_acc_last3": None}
     return {"val_acc_last3": statistics.mean(r["val/acc"] for r in vals),

@@ -30,10 +30,11 @@ def sample_responses(
     T = 1 distribution). Draws from the global torch RNG.
     """
     greedy = temperature == 0
-    roll = generate(model, tokenizer, prompts, n=n, temperature=1.0 if greedy else temperature,
-                    max_new_tokens=max_new, greedy=greedy)
+    t = 1.0 if greedy else temperature
+    roll = generate(model, tokenizer, prompts, n=n, temperature=t, max_new_tokens=max_new,
+                    greedy=greedy)
     st = response_token_stats(model, roll.input_ids, roll.attention_mask, roll.prompt_len,
-                              temperature=1.0 if greedy else temperature, with_entropy=True)
+                              temperature=t, with_entropy=True)
     assert st.entropy is not None
     return roll, st.entropy
 

@@ -28,6 +28,7 @@ import random
 import re
 import zlib
 from collections.abc import Sequence
+from itertools import zip_longest
 from typing import Literal
 
 from entropyrl._checks import check_choice
@@ -95,11 +96,11 @@ def render(cells: Sequence[tuple[int, int]], answer: str,
     """
     texts = [f"{c}{d}" for c, d in cells]
     if separators is None:
-        return " ".join(texts) + ANSWER_MARKER + answer
+        separators = [" "] * max(len(texts) - 1, 0)
     if len(separators) != max(len(texts) - 1, 0):
         raise ValueError(f"{len(texts)} cells need {len(texts) - 1} separators, "
                          f"got {len(separators)}")
-    joined = "".join(t + s for t, s in zip(texts, [*separators, ""], strict=True))
+    joined = "".join(t + s for t, s in zip_longest(texts, separators, fillvalue=""))
     return joined + ANSWER_MARKER + answer
 
 
