@@ -9,7 +9,7 @@ the share of commas among the separators and the sampled accuracy. Give several 
 compare them, e.g. the base model against the last checkpoints of a GRPO and a Clip-Cov run.
 
 Run: .venv/bin/python bench/bench_separator_entropy.py [--model DIR ...] [--prompts 128]
-     (default: the shipped base model, which has no commas)
+     (default: the shipped base model)
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ def _train_worker(rank, world, port, out_dir, result_dir):
 
     from entropyrl.trainer import rl_step, setup
 
-    # The shipped base model solves about half the prompts, so whether a rank's groups are
+    # The shipped base model solves about one sample in five, so whether a rank's groups are
     # mixed varies by rank and round: dynamic sampling refills some ranks and not others.
     cfg = load_config("testbed/grpo", [
         "model.device=cpu", "rollout.n_prompts=4", "rollout.group_size=4",

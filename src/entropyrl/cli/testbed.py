@@ -29,16 +29,16 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--no-eval", action="store_true", help="skip the validation figures")
     b.add_argument("--p-borrow", type=float, metavar="P",
                    help="probability of a forgotten borrow in subtraction solutions (default "
-                        "0.7, the shipped model; 0.25, the carry rate, gives the earlier base "
-                        "model)")
+                        "0.7, the shipped model; 0.25, the carry rate, with --p-comma 0 gives "
+                        "the earliest base model)")
     b.add_argument("--p-comma", type=float, metavar="P",
                    help="probability that a separator between scratchpad cells is written ',' "
-                        "instead of a space, a style fork the checker ignores (default 0: "
-                        "none, the shipped model)")
+                        "instead of a space, a style fork the checker ignores (default 0.15, "
+                        "the shipped model; 0 gives the fork-free base model)")
     b.add_argument("--p-comma-slip", type=float, metavar="P",
-                   help="digit-slip probability of a cell written after a ',' (default: the "
-                        "recipe's 0.06, a benign fork; higher makes the comma the sloppier "
-                        "path)")
+                   help="digit-slip probability of a cell written after a ',' (default 0.9, "
+                        "the shipped model: the comma is the sloppy path; 0.06, the recipe's "
+                        "digit-slip rate, makes the fork benign)")
     p.set_defaults(func=run)
 
 

@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,13 @@ from entropyrl.testbed.model import base_config
 from entropyrl.testbed.noise import NoiseRecipe, noisy_solution
 from entropyrl.testbed.tasks import DIFFICULTIES, make_tasks, parse_prompt
 from entropyrl.testbed.tokenizer import build_tokenizer
+
+# The shipped writer: the default slips plus a rare, very sloppy comma (docs/testbed.md,
+# "Separator forks"). One separator in seven is a comma and nine cells in ten written after
+# one slip, so the comma is a style that strongly predicts mistakes: GRPO removes it, and with
+# it the entropy it carried, while Clip-Cov keeps it open and learns to write carefully after
+# it (docs/losses.md).
+SHIPPED_NOISE = NoiseRecipe(p_comma=0.15, p_comma_slip=0.9)
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,7 @@ class BuildConfig:
     threads: int = 1
     pool_size: int = 20_000
     difficulty: tuple[int, ...] = DIFFICULTIES
-    noise: NoiseRecipe = field(default_factory=NoiseRecipe)
+    noise: NoiseRecipe = SHIPPED_NOISE
     # Validation figures recorded for the docs and re-checked by the tests.
     eval_prompts: int = 64
     report_prompts: int = 256

@@ -18,7 +18,8 @@ the slipped cell, as a person who slipped would):
 - ``p_digit``: a cell's digit is replaced by a different random digit (carry kept).
 - ``p_copy``: one digit of the final answer is miscopied from the scratchpad.
 
-Optional style forks (off in the shipped model; see docs/testbed.md, "Separator forks"): with
+Style forks (off in this class's defaults; the shipped build recipe turns on a rare, very
+sloppy comma, ``build.SHIPPED_NOISE``; see docs/testbed.md, "Separator forks"): with
 ``p_comma`` the separator after a cell is written ``,`` instead of a space, a choice the
 checker ignores. ``p_comma_slip`` (``None``: ``p_digit``) is the digit-slip rate of the cell
 that follows a comma: equal to ``p_digit`` the fork is benign; above it the comma is the
