@@ -11,7 +11,8 @@ For one GRPO batch sampled from a testbed checkpoint (default: the shipped base 
 prints the share of ``Σ e_i`` held by the top fractions of tokens ranked by ``cov_i`` (what
 KL-Cov's top-k penalises; Clip-Cov's band is a subset of ``cov_i > ω_low``), and the share
 held by tokens of correct (A > 0) and wrong (A < 0) responses, with the mean ``|A|`` of each
-set (KL-Cov's penalty can only hold a selected token still if ``β ≥ |A|·r``).
+set (KL-Cov's penalty can only hold a selected token still if ``β ≥ |A|·r``), and how many of
+the batch's sampled separator commas (the style fork of docs/testbed.md) each top set holds.
 
 Run: .venv/bin/python bench/bench_cov_attribution.py [--model DIR] [--prompts 256]
      [--config testbed/grpo]
@@ -32,7 +33,7 @@ from entropyrl.policy import response_token_stats
 from entropyrl.rollout import generate
 from entropyrl.tasks import load_tasks
 
-FRACTIONS = (0.002, 0.02, 0.05, 0.2)
+FRACTIONS = (0.002, 0.02, 0.05, 0.1, 0.2)
 
 
 def main() -> None:
@@ -60,6 +61,8 @@ def main() -> None:
     adv = grpo_advantages(scores, roll.group_ids, m).token_advantages
     cov = token_covariance(st.logprobs.double(), adv.double(), m)[m]
     lp, ent, a = st.logprobs[m].double(), st.entropy[m].double(), adv[m].double()
+    response_ids = roll.input_ids[:, roll.prompt_len:][m]
+    commas = response_ids == tok.convert_tokens_to_ids(",")
     effect = a * (lp + ent)
     total = effect.sum()
     print(f"model: {args.model or 'shipped base'}; {len(rows)} prompts x {g}, "
@@ -67,12 +70,15 @@ def main() -> None:
           f"token entropy {ent.mean():.4f}")
     print(f"sum cov_i (batch-centred) {cov.sum():.1f}; sum e_i (state-centred) {total:.1f}")
     order = torch.argsort(cov, descending=True)
-    print(f"{'tokens':<34}{'share of tokens':>16}{'share of sum e_i':>18}{'mean |A|':>10}")
+    print(f"{'tokens':<34}{'share of tokens':>16}{'share of sum e_i':>18}{'mean |A|':>10}"
+          f"{'commas':>12}")
     for frac in FRACTIONS:
         top = order[: max(1, int(frac * len(cov)))]
         share = float(effect[top].sum() / total)
         mean_abs = float(a[top].abs().mean())
-        print(f"{f'top {frac:.1%} by cov_i':<34}{frac:>16.3f}{share:>18.2f}{mean_abs:>10.2f}")
+        held = f"{int(commas[top].sum())}/{int(commas.sum())}"
+        print(f"{f'top {frac:.1%} by cov_i':<34}{frac:>16.3f}{share:>18.2f}{mean_abs:>10.2f}"
+              f"{held:>12}")
     for label, sel in (("correct responses (A > 0)", a > 0), ("wrong responses (A < 0)", a < 0),
                        ("cov_i < 0", cov < 0)):
         print(f"{label:<34}{float(sel.double().mean()):>16.3f}"

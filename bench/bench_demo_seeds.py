@@ -77,10 +77,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("runs/bench_demo"))
     names = [name for name, _ in METHODS]
-    parser.add_argument("--methods", nargs="+", choices=names, default=names,
-                        help="demo methods to run (GRPO is always included)")
-    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--methods", nargs="+", default=names, metavar="METHOD",
+                        help=f"demo methods to run, of {names} (GRPO is always included)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
+    # `--methods A B key=value` hands the overrides to --methods: move them back.
+    args.overrides += [m for m in args.methods if "=" in m]
+    args.methods = [m for m in args.methods if "=" not in m]
+    unknown = sorted(set(args.methods) - set(names))
+    if unknown:
+        parser.error(f"--methods: unknown {unknown}; choose from {names}")
     methods = [(n, p) for n, p in METHODS if n in args.methods or n == "GRPO"]
     results: dict[str, list[dict]] = {name: [] for name, _ in methods}
     offsets: dict[str, list[float | None]] = {name: [] for name, _ in methods}
@@ -99,7 +105,9 @@ def main() -> None:
                                   **late_accuracy(out / "metrics.jsonl")})
             print(f"seed {seed} {name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
         for name, _ in methods:
-            offsets[name].append(law_offset(laws["GRPO"], laws[name]).offset.value)
+            offset = law_offset(laws["GRPO"], laws[name]).offset.value
+            offsets[name].append(offset)
+            results[name][-1]["law_offset_vs_grpo"] = offset
     grpo_final = [r["final_entropy"] for r in results["GRPO"]]
     print(f"\n{len(args.seeds)} seeds {args.seeds}; mean ± std over seeds")
 

@@ -251,6 +251,17 @@ def test_print_summary_renders(three_runs, tmp_path):
     print_summary(summary, console=console)
     text = console.export_text()
     assert "GRPO" in text and "KL-Cov" in text and "ceiling" in text
+    assert "note —" not in text
+
+
+def test_print_summary_shows_notes(tmp_path):
+    from rich.console import Console
+
+    steep = write_run(tmp_path / "steep", make_rows(h0=0.35, h_inf=0.1, a=2.0, b=3.1))
+    summary = write_report({"Steep": steep}, tmp_path / "out")
+    console = Console(record=True, width=400)
+    print_summary(summary, console=console)
+    assert "note — Steep: the law's ceiling b − a = " in console.export_text()
 
 
 def _parse(argv):
@@ -352,3 +363,30 @@ def test_nan_rows_are_skipped_in_statistics(tmp_path):
     assert s.corr_dh_pred == pytest.approx(np.corrcoef(dh[ok], -cov[ok])[0, 1], rel=1e-9)
     assert s.n_val == 15 and s.law_points == 15
     assert any("val/acc: 1 non-finite" in n for n in s.notes)
+
+
+def test_law_warnings_flag_a_run_the_law_does_not_describe(three_runs, tmp_path):
+    # Runs generated on the law, ceilings 60-63%: no warning.
+    for run in three_runs.values():
+        assert not any("law" in n for n in summarize_run(run).notes)
+    # Entropy held flat while accuracy climbs (entropy kept where the reward ignores it).
+    rng = np.random.default_rng(4)
+    rows = []
+    for s in range(1, 61):
+        row = {"step": s, "train/entropy": float(0.15 + rng.normal(0, 0.01))}
+        if (s - 1) % 4 == 0 or s == 60:
+            row["val/acc"] = float(min(0.2 + 0.012 * s, 0.95))
+        rows.append(row)
+    flat = summarize_run(write_run(tmp_path / "flat", rows))
+    assert flat.r2 is not None and flat.r2 < 0.5
+    assert [n for n in flat.notes if "law" in n] == [
+        f"the law fits this run poorly (R² {flat.r2:.2f} < 0.5): its accuracy does not follow "
+        "its entropy as R = −a·exp(H) + b says, so a, b and the ceiling are not a forecast"]
+    # On the law, but with b − a = 110%: the fit is good and its ceiling impossible.
+    steep = summarize_run(write_run(tmp_path / "steep", make_rows(h0=0.35, h_inf=0.1, a=2.0,
+                                                                   b=3.1)))
+    assert steep.r2 is not None and steep.r2 > 0.9
+    assert steep.ceiling == pytest.approx(1.1, abs=0.03)
+    assert [n for n in steep.notes if "law" in n] == [
+        f"the law's ceiling b − a = {steep.ceiling:.1%} is above 100%: the fitted curve does "
+        "not bound this run's accuracy"]

@@ -27,7 +27,7 @@ _ROWS: tuple[tuple[str, str, Any], ...] = (
 
 
 def print_summary(summary: Mapping[str, Any], console: Any = None) -> None:
-    """Print a ``write_report`` result: one column per method, then the n/a reasons.
+    """Print a ``write_report`` result: one column per method, then n/a reasons and notes.
 
     Methods are columns (not rows) so that the table fits a terminal of 80 columns.
 
@@ -63,5 +63,8 @@ def print_summary(summary: Mapping[str, Any], console: Any = None) -> None:
     console.print(table)
     for (name, reason), labels in reasons.items():
         console.print(f"[dim]n/a — {name}, {', '.join(labels)}: {reason}[/dim]", highlight=False)
+    for name, m in methods.items():
+        for note in m.get("notes", []):
+            console.print(f"[dim]note — {name}: {note}[/dim]", highlight=False)
     for finding in summary.get("findings", []):
         console.print(f"• {finding}", highlight=False)

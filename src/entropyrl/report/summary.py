@@ -29,6 +29,7 @@ FINAL_FRACTION = 0.10  # final entropy: mean over the last 10% of the logged ste
 EARLY_FIT_FRACTION = 0.15  # the paper's check: the first ~15% of a run predicts the rest
 SKEW_EARLY_STEPS = 10  # the skew table's "early" column averages the first 10 steps
 MIN_POINTS = 3  # a correlation or a 2-parameter fit needs at least 3 points
+LOW_R2 = 0.5  # below this the law's a, b and ceiling are flagged in the run's notes
 
 ENTROPY, SCORE, STEP_TIME, EVAL_TIME = "train/entropy", "val/acc", "time/step_s", "time/eval_s"
 COV_NPG, COV_PG = "dyn/cov_npg", "dyn/cov_pg"
@@ -156,6 +157,7 @@ def summarize(
     if law.n_dropped:
         notes.append(f"{law.n_dropped} validation(s) outside the logged entropy range were "
                      "left out of the law fit")
+    notes.extend(_law_warnings(fit))
     return RunSummary(
         name=data.name, source=str(data.source), n_steps=len(data.steps), last_step=last,
         planned_steps=data.planned_steps, in_progress=in_progress,
@@ -190,6 +192,27 @@ def summarize(
         skew_early=_skew(data, skew_steps), skew_all=_skew(data, None),
         na=na, notes=notes,
     )
+
+
+def _law_warnings(fit: LawFit | None) -> list[str]:
+    """Notes for a law fit whose numbers should not be read as a forecast.
+
+    A low R² means the run's accuracy does not follow ``R = −a·exp(H) + b`` (e.g. entropy kept
+    on choices the reward ignores, so accuracy rises while H stays flat); a ceiling above 100%
+    means the fitted curve does not bound the run. Either way a, b and the ceiling describe
+    the fit, not the run.
+    """
+    if fit is None:
+        return []
+    warnings = []
+    if math.isfinite(fit.r2) and fit.r2 < LOW_R2:
+        warnings.append(f"the law fits this run poorly (R² {fit.r2:.2f} < {LOW_R2}): its "
+                        "accuracy does not follow its entropy as R = −a·exp(H) + b says, so "
+                        "a, b and the ceiling are not a forecast")
+    if fit.ceiling > 1.0:
+        warnings.append(f"the law's ceiling b − a = {fit.ceiling:.1%} is above 100%: the "
+                        "fitted curve does not bound this run's accuracy")
+    return warnings
 
 
 def fit_run_law(data: RunData, *, fit_fraction: float = EARLY_FIT_FRACTION) -> LawResult:
