@@ -29,7 +29,7 @@ test: lint
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow $(ARGS)
 
-# The quick benches (minutes); the demo's seed study trains 12 runs (~25 min): bench-seeds.
+# The quick benches (minutes); the demo's seed study trains 12 runs (~12 min): bench-seeds.
 bench: $(STAMP)
 	for f in bench/bench_*.py; do \
 	  [ $$f = bench/bench_demo_seeds.py ] || $(BIN)/python $$f || exit 1; done
