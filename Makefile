@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench bench-seeds clean
+.PHONY: demo test test-slow lint bench bench-seeds bench-plateau clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ bench: $(STAMP)
 
 bench-seeds: $(STAMP)
 	$(BIN)/python bench/bench_demo_seeds.py $(ARGS)
+
+# The plateau: GRPO, Clip-Cov and KL-Cov over 300 steps with dynamic sampling (~45 min).
+bench-plateau: $(STAMP)
+	$(BIN)/python bench/bench_demo_seeds.py --out runs/bench_plateau \
+	  --methods GRPO Clip-Cov KL-Cov steps=300 rollout.dynamic_sampling=true $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
