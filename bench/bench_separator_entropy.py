@@ -43,12 +43,13 @@ def main() -> None:
         mask = roll.response_mask.bool()
         resp = roll.input_ids[:, roll.prompt_len:]
         space, comma = tok.convert_tokens_to_ids(" "), tok.convert_tokens_to_ids(",")
-        sep = mask & ((resp == space) | (resp == comma))
-        commas = float((resp == comma)[sep].float().mean()) if sep.any() else 0.0
+        is_comma = mask & (resp == comma)
+        sep = is_comma | (mask & (resp == space))
+        commas = float(is_comma[sep].float().mean()) if sep.any() else 0.0
         correct = [testbed.score(text, rows[i // args.samples]["answer"])
                    for i, text in enumerate(roll.texts)]
         # Accuracy of the responses that hold a comma and of those that hold none.
-        has_comma = ((resp == comma) & mask).any(dim=1).tolist()
+        has_comma = is_comma.any(dim=1).tolist()
         by_comma = [[c for c, h in zip(correct, has_comma, strict=True) if h == want]
                     for want in (True, False)]
         acc_comma, acc_plain = (f"{sum(v) / len(v):.3f}" if v else "-" for v in by_comma)
