@@ -30,7 +30,7 @@ from entropyrl.advantages import grpo_advantages
 from entropyrl.config import load_config
 from entropyrl.dynamics import token_covariance
 from entropyrl.policy import response_token_stats
-from entropyrl.rollout import generate
+from entropyrl.rollout import HFEngine, SamplingParams
 from entropyrl.tasks import load_tasks
 
 FRACTIONS = (0.002, 0.02, 0.05, 0.1, 0.2)
@@ -50,8 +50,8 @@ def main() -> None:
     g, temperature = cfg.rollout.group_size, cfg.rollout.temperature
     torch.manual_seed(args.seed)
     model, tok = testbed.load_base(args.model)
-    roll = generate(model, tok, [r["prompt"] for r in rows], n=g, temperature=temperature,
-                    max_new_tokens=cfg.rollout.max_new_tokens)
+    sampling = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=temperature)
+    roll = HFEngine(model, tok).generate([r["prompt"] for r in rows], g, sampling)
     scores = torch.tensor(tasks.score_batch(roll.texts, [rows[i // g] for i in range(len(roll))]))
     with torch.no_grad():
         st = response_token_stats(model, roll.input_ids, roll.attention_mask, roll.prompt_len,

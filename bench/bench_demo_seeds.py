@@ -31,9 +31,9 @@ from pathlib import Path
 
 from entropyrl.cli.demo import METHODS
 from entropyrl.config import load_config
-from entropyrl.metrics import read_metrics
 from entropyrl.report import fit_run_law, law_offset, load_run_data, summarize
-from entropyrl.trainer import train
+from entropyrl.train import train
+from entropyrl.train.metrics import read_metrics
 
 FIELDS = (
     ("initial_entropy", "H initial"),

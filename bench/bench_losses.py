@@ -17,8 +17,8 @@ import time
 
 import torch
 
+from entropyrl.covariance import SelectionPart, select_clip_cov, select_kl_cov
 from entropyrl.losses import ClipCovConfig, Denominators, KLCovConfig, LossConfig, compute_objective
-from entropyrl.selection import SelectionPart, select_clip_cov, select_kl_cov
 
 B, T, PARTS, REPEATS = 64, 1024, 4, 30
 

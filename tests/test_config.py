@@ -43,9 +43,6 @@ def test_defaults_are_not_shared_between_configs():
         ("rollout.top_p=1.5", r"rollout\.top_p"),
         ("optim.learning_rate=1", r"unknown config field optim\.learning_rate.*optim\.lr"),
         ("sinks=[nope]", r"sinks: expected items from"),
-        ("data.ops=[div]", r"data\.ops\[0\]: expected one of \['add', 'sub', 'mul'\]"),
-        ("data.ops=[]", r"data\.ops: expected at least one"),
-        ("data.difficulty=[4]", r"data\.difficulty: expected levels in \[0, 1, 2, 3\]"),
         ("lr", r"expected key=value"),
     ],
 )
@@ -95,3 +92,28 @@ def test_testbed_task_mix_reaches_the_task_set():
     for row in [*tasks.train, *tasks.val]:
         op, a, b = parse_prompt(row["prompt"])
         assert op == "add" and carry_columns(op, a, b) in (0, 3)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.ops=[div]", r"data\.ops\[0\]: expected one of \['add', 'sub', 'mul'\]"),
+        ("data.difficulty=[4]", r"data\.difficulty: expected levels in \[0, 1, 2, 3\]"),
+    ],
+)
+def test_task_checks_name_the_field_and_the_allowed_values(override, message):
+    from entropyrl.tasks import check_data
+
+    cfg = load_config("testbed/grpo", [override])  # the config knows no task's choices
+    with pytest.raises(UserError, match=message):
+        check_data(cfg.data)
+
+
+def test_config_does_not_import_the_testbed():
+    import subprocess
+    import sys
+
+    code = ("import sys, entropyrl.config; "
+            "print(sorted(m for m in sys.modules if m.startswith('entropyrl.testbed')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

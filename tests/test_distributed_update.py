@@ -7,10 +7,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from entropyrl.batch_metrics import StepBatch, step_metrics
 from entropyrl.config import load_config
-from entropyrl.rollout import generate
-from entropyrl.update import UpdateContext, update_on_batch
+from entropyrl.distributed import Dist
+from entropyrl.rollout import HFEngine, SamplingParams
+from entropyrl.train.batch_metrics import StepBatch, step_metrics
+from entropyrl.train.update import Learner, UpdateBatch, update_on_batch
 
 ROWS = 16
 
@@ -25,7 +26,7 @@ def _config(model_dir):
     ])
 
 
-def _update(model_dir, batch, rows, world, group, accelerator):
+def _update(model_dir, batch, rows, accelerator):
     from entropyrl.models import load_model_and_tokenizer
 
     cfg = _config(model_dir)
@@ -36,9 +37,12 @@ def _update(model_dir, batch, rows, world, group, accelerator):
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, eps=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     model, opt = accelerator.prepare(model, opt)
-    ctx = UpdateContext(cfg, model, opt, sched, accelerator, world, group)
+    learner = Learner(model, opt, sched, accelerator)
     roll, old, adv = batch["rollout"].select(rows), batch["old"][rows], batch["adv"][rows]
-    metrics = update_on_batch(ctx, roll, old, adv, None, step=1)
+    metrics = update_on_batch(learner, UpdateBatch(roll, old, adv), loss=cfg.loss,
+                              update=cfg.update, dist=Dist.from_accelerator(accelerator),
+                              temperature=cfg.rollout.temperature,
+                              grad_clip=cfg.optim.grad_clip, seed=cfg.seed, step=1)
     params = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
     return params, metrics
 
@@ -56,7 +60,6 @@ def _worker(rank, world, port, model_dir, batch_path, out_path):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
-    import torch.distributed as dist
     from accelerate import Accelerator
 
     acc = Accelerator(cpu=True)
@@ -64,8 +67,8 @@ def _worker(rank, world, port, model_dir, batch_path, out_path):
     batch = torch.load(batch_path, weights_only=False)
     per = ROWS // world
     rows = torch.arange(rank * per, (rank + 1) * per)
-    params, metrics = _update(model_dir, batch, rows, world, dist.group.WORLD, acc)
-    batch_metrics = step_metrics(_step_batch(batch, rows), dist.group.WORLD)
+    params, metrics = _update(model_dir, batch, rows, acc)
+    batch_metrics = step_metrics(_step_batch(batch, rows), Dist.from_accelerator(acc))
     if rank == 0:
         torch.save({"params": params, "metrics": metrics, "batch_metrics": batch_metrics},
                    out_path)
@@ -91,8 +94,8 @@ def test_two_processes_match_one_process(micro_model_dir, tmp_path):
     cfg = _config(micro_model_dir)
     model, tok = load_model_and_tokenizer(cfg.model)
     torch.manual_seed(0)
-    roll = generate(model, tok, ["12+34=", "5*6=", "99-9=", "7+8="], n=4, temperature=1.0,
-                    max_new_tokens=10)
+    roll = HFEngine(model, tok).generate(["12+34=", "5*6=", "99-9=", "7+8="], 4,
+                                         SamplingParams(max_new_tokens=10))
     st = response_token_stats(model, roll.input_ids, roll.attention_mask, roll.prompt_len,
                               temperature=1.0, with_entropy=True)
     adv = (torch.randn(ROWS, 1) * roll.response_mask).contiguous()
@@ -102,7 +105,7 @@ def test_two_processes_match_one_process(micro_model_dir, tmp_path):
     batch_path = tmp_path / "batch.pt"
     torch.save(batch, batch_path)
 
-    single, single_metrics = _update(micro_model_dir, batch, torch.arange(ROWS), 1, None,
+    single, single_metrics = _update(micro_model_dir, batch, torch.arange(ROWS),
                                      Accelerator(cpu=True))
     out_path = tmp_path / "two.pt"
     mp.spawn(_worker, args=(2, _free_port(), str(micro_model_dir), str(batch_path), str(out_path)),
@@ -114,7 +117,7 @@ def test_two_processes_match_one_process(micro_model_dir, tmp_path):
         assert two["metrics"][key] == pytest.approx(single_metrics[key], rel=1e-4, abs=1e-7), key
     assert single_metrics["loss/selected_frac"] > 0
     # The step's batch statistics and covariance diagnostics describe the global batch.
-    single_batch = step_metrics(_step_batch(batch, torch.arange(ROWS)), None)
+    single_batch = step_metrics(_step_batch(batch, torch.arange(ROWS)), Dist.single())
     assert set(two["batch_metrics"]) == set(single_batch)
     for key, value in single_batch.items():
         assert two["batch_metrics"][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
@@ -125,8 +128,8 @@ def _train_worker(rank, world, port, out_dir, result_dir):
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
     from accelerate import Accelerator
-
-    from entropyrl.trainer import rl_step, setup
+    from entropyrl.train.setup import setup
+    from entropyrl.train.step import rl_step
 
     # The shipped base model solves about one sample in five, so whether a rank's groups are
     # mixed varies by rank and round: dynamic sampling refills some ranks and not others.
@@ -141,7 +144,7 @@ def _train_worker(rank, world, port, out_dir, result_dir):
     torch.save({"sampler": run.sampler.state_dict(), "metrics": metrics,
                 "kept_rounds": [m["train/gen_batches"] for m in metrics]},
                result_dir / f"rank{rank}.pt")
-    run.accelerator.wait_for_everyone()
+    run.learner.accelerator.wait_for_everyone()
     os._exit(0)
 
 

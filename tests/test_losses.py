@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from entropyrl.covariance import SelectionPart, select_clip_cov, select_kl_cov
 from entropyrl.losses import (
     ClipCovConfig,
     KLCovConfig,
@@ -140,22 +141,29 @@ def test_kl_cov_on_policy_is_plain_policy_gradient():
     adv = torch.randn(4, 9)
     mask = torch.rand(4, 9) > 0.2
     lp = old.clone().requires_grad_(True)
-    res = kl_cov_loss(lp, old, adv, mask, config=KLCovConfig(ratio=0.1))
+    cfg = KLCovConfig(ratio=0.1)
+    selected = select_kl_cov([SelectionPart(lp.detach(), old, adv, mask)], cfg).masks[0]
+    res = kl_cov_loss(lp, old, adv, mask, selected, cfg)
     (grad,) = torch.autograd.grad(res.per_token.sum(), lp)
     # |log pi - log pi_old| = 0 on-policy: subgradient of |x| at 0 is 0 in torch.
     assert torch.allclose(grad, torch.where(mask, -adv, 0.0))
 
 
-def test_local_selection_when_none_given():
+def test_selection_is_required_and_its_fraction_reported():
     torch.manual_seed(1)
     old = -torch.rand(8, 64) * 6
     adv = torch.randn(8, 64) * 2
     mask = torch.ones(8, 64, dtype=torch.bool)
     lp = old.clone().requires_grad_(True)
-    kl = kl_cov_loss(lp, old, adv, mask, config=KLCovConfig(ratio=0.01))
+    part = [SelectionPart(lp.detach(), old, adv, mask)]
+    kl_cfg, cc_cfg = KLCovConfig(ratio=0.01), ClipCovConfig(ratio=0.01)
+    kl = kl_cov_loss(lp, old, adv, mask, select_kl_cov(part, kl_cfg).masks[0], kl_cfg)
     assert kl.metrics["selected_frac"].item() == pytest.approx(5 / 512)
-    cc = clip_cov_loss(lp, old, adv, mask, config=ClipCovConfig(ratio=0.01))
+    cc = clip_cov_loss(lp, old, adv, mask, select_clip_cov(part, cc_cfg).masks[0], cc_cfg)
     assert cc.metrics["selected_frac"].item() == pytest.approx(5 / 512)
+    for name in ("clip_cov", "kl_cov"):
+        with pytest.raises(ValueError, match=f"select_{name}"):
+            compute_objective(LossConfig(name=name), lp, old, adv, mask)
 
 
 @pytest.mark.parametrize(
@@ -200,7 +208,8 @@ def test_all_masked_batch_has_zero_loss():
     lp = make_logprobs()
     none = torch.zeros_like(MASK)
     for name in ("ppo", "pg", "clip_cov", "kl_cov"):
-        obj = compute_objective(LossConfig(name=name), lp, OLD, ADV, none)
+        selected = torch.zeros_like(none, dtype=torch.bool)
+        obj = compute_objective(LossConfig(name=name), lp, OLD, ADV, none, selected=selected)
         assert obj.loss.item() == 0.0
         assert all(torch.isfinite(v) for v in obj.metrics.values())
 

@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from entropyrl.cli.main import main
-from entropyrl.metrics import read_metrics
+from entropyrl.train.metrics import read_metrics
 
 CHAT = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"

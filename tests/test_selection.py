@@ -7,12 +7,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from entropyrl.losses import ClipCovConfig, KLCovConfig
-from entropyrl.selection import (
+from entropyrl.covariance import (
     SelectionPart,
     select_clip_cov,
     select_kl_cov,
 )
+from entropyrl.distributed import Dist
+from entropyrl.losses import ClipCovConfig, KLCovConfig
 
 
 def make_batch(b=16, t=40, seed=0):
@@ -160,10 +161,10 @@ def _worker(rank, world, port, n_parts, out):
     lp, old, adv, mask = make_batch(b=16, t=64, seed=11)
     rows = slice(rank * 16 // world, (rank + 1) * 16 // world)
     mine = tuple(x[rows] for x in (lp, old, adv, mask))
-    group = dist.group.WORLD
-    kl = select_kl_cov(split(mine, n_parts), KLCovConfig(ratio=0.01), group=group)
+    ranks = Dist.from_process_group()
+    kl = select_kl_cov(split(mine, n_parts), KLCovConfig(ratio=0.01), dist=ranks)
     cc = select_clip_cov(split(mine, n_parts), ClipCovConfig(ratio=0.01),
-                         generator=torch.Generator().manual_seed(1), group=group)
+                         generator=torch.Generator().manual_seed(1), dist=ranks)
     out[rank] = (torch.cat(kl.masks), torch.cat(cc.masks), kl.n_selected, cc.n_selected)
     dist.barrier()
     # Leave without C++ teardown (see test_distributed_update.py); reached only on success.

@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from entropyrl.config import load_config
-from entropyrl.metrics import read_metrics
-from entropyrl.trainer import train
+from entropyrl.train import train
+from entropyrl.train.metrics import read_metrics
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 TIME_KEYS = ("time/",)
@@ -53,7 +53,7 @@ def varied_reward(monkeypatch):
         ts = real(data, reward, tokenizer)
         return tasks.TaskSet(ts.train, ts.val, lambda texts, rows: [float("1" in t) for t in texts])
 
-    monkeypatch.setattr("entropyrl.trainer.load_tasks", load)
+    monkeypatch.setattr("entropyrl.train.setup.load_tasks", load)
 
 
 def documented_keys():
@@ -151,7 +151,7 @@ def test_dynamic_sampling_tops_up_when_no_group_is_mixed(micro_model_dir, tmp_pa
         ts = real(data, reward, tokenizer)
         return tasks.TaskSet(ts.train, ts.val, lambda texts, rows: [0.0] * len(texts))
 
-    monkeypatch.setattr("entropyrl.trainer.load_tasks", constant)
+    monkeypatch.setattr("entropyrl.train.setup.load_tasks", constant)
     out = train(tiny(micro_model_dir, "steps=1", "eval.every=0", "rollout.dynamic_sampling=true",
                      "rollout.max_gen_batches=2"), tmp_path / "flat")
     (row,) = read_metrics(out / "metrics.jsonl")

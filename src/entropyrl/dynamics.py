@@ -40,6 +40,7 @@ from entropyrl._checks import (
     check_same_dtype,
     check_same_shape,
 )
+from entropyrl.covariance.cov import centred_product
 
 # The tabular check lives in its own module; re-exported here as part of the dynamics API.
 from entropyrl.tabular import (
@@ -125,9 +126,7 @@ def _centred_product(
     mu_a: float | None = None,
 ) -> torch.Tensor:
     """Float64 ``cov_i`` ``[B, T]``, zero at masked positions; batch means unless given."""
-    lp_c = _masked(logprobs, m) - (mu_lp if mu_lp is not None else _mean(logprobs, m))
-    a_c = _masked(advantages, m) - (mu_a if mu_a is not None else _mean(advantages, m))
-    return torch.where(m, lp_c * a_c, torch.zeros((), dtype=torch.float64, device=m.device))
+    return centred_product(logprobs, advantages, m, mu_lp, mu_a, dtype=torch.float64)
 
 
 def token_covariance(
@@ -198,7 +197,7 @@ def batch_covariances(
     denom = max(n, 1)
     mu_lp, mu_a, mu_pa = lp.sum() / denom, adv.sum() / denom, pa.sum() / denom
     lp_c = torch.where(m, lp - mu_lp, lp.new_zeros(()))
-    cov_npg = (lp_c * (adv - mu_a)).sum() / denom
+    cov_npg = centred_product(lp, adv, m, mu_lp, mu_a, dtype=torch.float64).sum() / denom
     cov_pg = (lp_c * (pa - mu_pa)).sum() / denom
     return BatchCovariances(float(cov_npg), float(cov_pg), float(mu_lp), float(mu_a), n)
 

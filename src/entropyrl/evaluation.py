@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -20,8 +21,9 @@ from typing import Any
 
 import torch
 
+from entropyrl.distributed import Dist
 from entropyrl.policy import response_token_stats
-from entropyrl.rollout import Rollout, generate
+from entropyrl.rollout import Rollout, RolloutEngine, SamplingParams
 
 ScoreBatch = Callable[[list[str], list[dict[str, Any]]], list[float]]
 
@@ -88,40 +90,71 @@ class _Sums:
         self.truncated += int(roll.truncated.sum())
 
 
+def _sums_of(s: _Sums, dist: Dist) -> _Sums:
+    """The sums of every rank."""
+    keys = ("greedy", "samples", "passes", "ent", "tokens", "n_resp", "truncated")
+    total = dist.sum([float(getattr(s, k)) for k in keys])
+    out = _Sums()
+    for k, v in zip(keys, total, strict=True):
+        setattr(out, k, int(v) if k in ("n_resp", "truncated") else v)
+    return out
+
+
 @torch.no_grad()
 def evaluate_source(
+    engine: RolloutEngine,
     model: Any,
-    tokenizer: Any,
     rows: Sequence[dict[str, Any]],
     score_batch: ScoreBatch,
     spec: EvalSpec,
     *,
     batch_prompts: int = 64,
     on_batch: Callable[[int], None] | None = None,
+    dist: Dist | None = None,
+    autocast: Callable[[], Any] = contextlib.nullcontext,
 ) -> SourceResult:
-    """Evaluate ``rows`` (one data source) as ``spec`` asks."""
+    """Evaluate ``rows`` (one data source) as ``spec`` asks.
+
+    Args:
+        engine: samples the responses.
+        model: the policy the engine samples from; scores the token entropies.
+        rows: the source's rows (``prompt`` and what ``score_batch`` needs).
+        score_batch: ``(texts, rows) -> scores``.
+        spec: what to measure.
+        batch_prompts: prompts per engine call.
+        on_batch: called with the number of prompts after each batch.
+        dist: with several ranks, each evaluates its own slice of ``rows`` and the sums are
+            combined, so every rank returns the result over all rows.
+        autocast: the compute context of the entropy forward.
+    """
+    dist = dist or Dist.single()
+    per = -(-len(rows) // dist.world)
+    mine = rows[dist.rank * per : (dist.rank + 1) * per]
     s = _Sums()
-    for start in range(0, len(rows), batch_prompts):
-        chunk = list(rows[start : start + batch_prompts])
+    greedy = SamplingParams(max_new_tokens=spec.max_new_tokens, greedy=True)
+    sampled = SamplingParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature)
+    for start in range(0, len(mine), batch_prompts):
+        chunk = list(mine[start : start + batch_prompts])
         prompts = [r["prompt"] for r in chunk]
         if spec.greedy:
-            g = generate(model, tokenizer, prompts, n=1, temperature=1.0,
-                         max_new_tokens=spec.max_new_tokens, greedy=True)
+            g = engine.generate(prompts, 1, greedy)
             s.greedy += sum(score_batch(g.texts, chunk))
             if spec.k == 0:
-                s.add_stats(model, g, 1.0)
+                with autocast():
+                    s.add_stats(model, g, 1.0)
         if spec.k > 0:
             k = spec.k
-            roll = generate(model, tokenizer, prompts, n=k, temperature=spec.temperature,
-                            max_new_tokens=spec.max_new_tokens)
+            roll = engine.generate(prompts, k, sampled)
             rewards = score_batch(roll.texts, [chunk[i // k] for i in range(len(roll))])
             s.samples += sum(rewards)
             for i in range(len(chunk)):
                 c = sum(1 for x in rewards[i * k : (i + 1) * k] if x >= 1.0)
                 s.passes += pass_at_k(k, c, k)
-            s.add_stats(model, roll, spec.temperature)
+            with autocast():
+                s.add_stats(model, roll, spec.temperature)
         if on_batch is not None:
             on_batch(len(chunk))
+    s = _sums_of(s, dist)
     n = max(len(rows), 1)
     return SourceResult(
         n_prompts=len(rows),
@@ -137,8 +170,8 @@ def evaluate_source(
 
 
 def validate(
+    engine: RolloutEngine,
     model: Any,
-    tokenizer: Any,
     rows: Sequence[dict[str, Any]],
     score_batch: ScoreBatch,
     *,
@@ -146,14 +179,16 @@ def validate(
     temperature: float,
     max_new_tokens: int,
     acc: str = "greedy",
+    dist: Dist | None = None,
+    autocast: Callable[[], Any] = contextlib.nullcontext,
 ) -> dict[str, float]:
     """The trainer's ``val/*`` metrics over all validation rows (see docs/metrics.md).
 
     ``acc`` chooses what ``val/acc`` (the law's ``R``) reports: ``greedy`` accuracy or the
-    ``sampled`` avg@k.
+    ``sampled`` avg@k. With several ranks each validates a slice (see :func:`evaluate_source`).
     """
     spec = EvalSpec(greedy=True, k=k, temperature=temperature, max_new_tokens=max_new_tokens)
-    res = evaluate_source(model, tokenizer, rows, score_batch, spec)
+    res = evaluate_source(engine, model, rows, score_batch, spec, dist=dist, autocast=autocast)
     greedy, sampled = float(res.greedy_acc or 0.0), float(res.avg_at_k or 0.0)
     return {
         "val/acc": sampled if acc == "sampled" else greedy,

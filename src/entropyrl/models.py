@@ -14,8 +14,6 @@ import torch
 from entropyrl.config import ModelConfig
 from entropyrl.errors import UserError
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": "auto"}
-
 
 def resolve_model_path(path: str) -> str:
     """``testbed`` → the shipped base model directory; anything else unchanged."""
@@ -26,21 +24,46 @@ def resolve_model_path(path: str) -> str:
     return path
 
 
+def resolve_dtype(cfg: ModelConfig) -> torch.dtype:
+    """The compute dtype: ``model.dtype``, or for ``auto`` the checkpoint's own ``torch_dtype``.
+
+    ``auto`` reads only the checkpoint's ``config.json`` (no weights).
+    """
+    if cfg.dtype != "auto":
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_model_path(cfg.path))
+    except OSError as err:
+        raise UserError(
+            f"cannot read the config of model {cfg.path!r}: {err}. Give model.path as a local "
+            "directory with a Hugging Face checkpoint, a hub id (needs internet), or 'testbed'."
+        ) from None
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
+
+
 def load_model_and_tokenizer(
-    cfg: ModelConfig, *, override_path: Path | None = None
+    cfg: ModelConfig, *, override_path: Path | None = None, master_weights: bool = False
 ) -> tuple[Any, Any]:
     """Model (train mode) and tokenizer (left padding, pad token set).
 
     Args:
         cfg: model section of the config.
         override_path: load weights from here instead (a checkpoint being resumed).
+        master_weights: hold the parameters in fp32 even when the compute dtype is bf16
+            (the trainer then computes under bf16 autocast).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = str(override_path) if override_path is not None else resolve_model_path(cfg.path)
+    dtype = torch.float32 if master_weights else resolve_dtype(cfg)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=_DTYPES[cfg.dtype])
+        model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except OSError as err:
         raise UserError(
             f"cannot load model {source!r}: {err}. Give model.path as a local directory "

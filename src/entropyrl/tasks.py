@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from entropyrl.config import DataConfig, RewardConfig
+from entropyrl.errors import UserError
 
 Row = dict[str, Any]
 
@@ -37,13 +38,35 @@ class TaskSet:
         return self.score_batch([text], [row])[0]
 
 
+def check_data(data: DataConfig) -> None:
+    """Task-specific checks of the data section (the config itself knows no task's choices).
+
+    Raises:
+        UserError: naming the field and its allowed values.
+    """
+    if data.task == "testbed":
+        from entropyrl.testbed.tasks import DIFFICULTIES, OPS
+
+        for i, op in enumerate(data.ops):
+            if op not in OPS:
+                raise UserError(f"data.ops[{i}]: expected one of {list(OPS)}, got {op!r}")
+        if any(d not in DIFFICULTIES for d in data.difficulty):
+            raise UserError(
+                f"data.difficulty: expected levels in {list(DIFFICULTIES)}, got {data.difficulty}"
+            )
+
+
 def load_tasks(data: DataConfig, reward: RewardConfig, tokenizer: Any = None) -> TaskSet:
     """Build the task set a config names (the tokenizer renders chat templates)."""
+    check_data(data)
     if data.task == "testbed":
         from entropyrl import testbed
 
+        ops = data.ops or list(testbed.tasks.OPS)
+        levels = data.difficulty or list(testbed.tasks.DIFFICULTIES)
+
         def split(name: str, n: int) -> list[Row]:
-            return testbed.make_tasks(name, n, data.seed, data.difficulty, data.ops)
+            return testbed.make_tasks(name, n, data.seed, levels, ops)  # type: ignore[arg-type]
 
         train, val = split("train", data.train_size), split("val", data.val_size)
 

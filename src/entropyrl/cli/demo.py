@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     """Train each method, then write the report and print the summary."""
     from entropyrl.config import load_config
     from entropyrl.report import print_summary, write_report
-    from entropyrl.trainer import train
+    from entropyrl.train import train
 
     overrides = [*(QUICK if args.quick else ()), f"seed={args.seed}", *args.overrides]
     runs: dict[str, Path] = {}

@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from entropyrl.evaluation import evaluate_source
     from entropyrl.models import load_model_and_tokenizer
     from entropyrl.rewards import MathScorer
+    from entropyrl.rollout import HFEngine
 
     if args.n < 1 or args.temperature <= 0 or args.max_new_tokens < 1:
         raise UserError("--n and --max-new-tokens must be >= 1 and --temperature > 0.")
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         ModelConfig(path=args.model, dtype=args.dtype, device=args.device)
     )
     model.eval()
+    engine = HFEngine(model, tokenizer)
     sets = load_math_datasets(
         args.data, schema=args.schema, template=args.template,
         tokenizer=tokenizer if args.chat_template else None,
@@ -101,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
                     progress.advance(task, n)
 
                 results[source] = evaluate_source(
-                    model, tokenizer, rows, score, spec_for(source, args),
+                    engine, model, rows, score, spec_for(source, args),
                     batch_prompts=args.batch_prompts, on_batch=advance,
                 )
     table = Table(title=f"{args.model} ({args.preset} preset)")

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         raise UserError("missing --out DIR: the directory for metrics and checkpoints.")
     cfg = load_config(args.config, args.overrides)
-    from entropyrl.trainer import train
+    from entropyrl.train import train
 
     train(cfg, args.out)
     print(f"done: metrics in {args.out / 'metrics.jsonl'}")

@@ -108,11 +108,21 @@ PolicyLossFn = Callable[
     PolicyLoss,
 ]
 
+def _given(selected: torch.Tensor | None) -> torch.Tensor:
+    """The selection of a loss that needs one (checked by :func:`compute_objective`)."""
+    assert selected is not None
+    return selected
+
+
 POLICY_LOSSES: dict[str, PolicyLossFn] = {
     "ppo": lambda lp, old, adv, m, sel, cfg: ppo_loss(lp, old, adv, m, cfg.clip),
     "pg": lambda lp, old, adv, m, sel, cfg: pg_loss(lp, old, adv, m),
-    "clip_cov": lambda lp, old, adv, m, sel, cfg: clip_cov_loss(lp, old, adv, m, sel, cfg.clip_cov),
-    "kl_cov": lambda lp, old, adv, m, sel, cfg: kl_cov_loss(lp, old, adv, m, sel, cfg.kl_cov),
+    "clip_cov": lambda lp, old, adv, m, sel, cfg: clip_cov_loss(
+        lp, old, adv, m, _given(sel), cfg.clip_cov
+    ),
+    "kl_cov": lambda lp, old, adv, m, sel, cfg: kl_cov_loss(
+        lp, old, adv, m, _given(sel), cfg.kl_cov
+    ),
 }
 
 
@@ -157,6 +167,11 @@ def compute_objective(
         denominators: mini-batch counts when this is one micro-batch of several, so that the
             accumulated gradient equals the whole mini-batch's (see :func:`aggregate`).
     """
+    if config.selection is not None and selected is None:
+        raise ValueError(
+            f"selected: required by loss {config.name!r}; compute the mini-batch's selection "
+            f"with entropyrl.covariance.select_{config.selection}"
+        )
     policy = POLICY_LOSSES[config.name](
         logprobs, old_logprobs, advantages, mask, selected, config
     )

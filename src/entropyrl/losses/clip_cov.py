@@ -1,6 +1,6 @@
 """Clip-Cov loss (Cui et al. 2025, §4, Eq. 11): PPO with a few high-covariance tokens detached.
 
-Per token, with the selection ``S`` from :func:`entropyrl.selection.select_clip_cov`::
+Per token, with the selection ``S`` from :func:`entropyrl.covariance.select_clip_cov`::
 
     L_i = 0                                           if i ∈ S  (no gradient)
     L_i = max(−A_i·r_i, −A_i·clip(r_i, 1 − ε_low, 1 + ε_high))   otherwise
@@ -65,10 +65,8 @@ def clip_cov_loss(
     old_logprobs: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
-    selected: torch.Tensor | None = None,
+    selected: torch.Tensor,
     config: ClipCovConfig | None = None,
-    *,
-    generator: torch.Generator | None = None,
 ) -> PolicyLoss:
     """Clip-Cov per-token loss.
 
@@ -77,23 +75,15 @@ def clip_cov_loss(
         old_logprobs: log π_old ``[B, T]``.
         advantages: per-token advantages ``[B, T]``.
         mask: response mask ``[B, T]``.
-        selected: tokens to detach ``[B, T]`` bool, normally the global mini-batch selection
-            (:func:`~entropyrl.selection.select_clip_cov`) split like this micro-batch. If
-            None, the selection is made on this batch alone (convenient, but then it depends
-            on the batch split).
+        selected: tokens to detach ``[B, T]`` bool: the global mini-batch selection
+            (:func:`entropyrl.covariance.select_clip_cov`) split like this micro-batch.
         config: hyper-parameters; its PPO clip (default ε = 1) also applies here.
-        generator: random generator for the local selection when ``selected`` is None.
 
     Returns:
         Per-token loss and the PPO diagnostics plus ``selected_frac`` (detached tokens / N).
     """
     m = check_policy_inputs(logprobs, old_logprobs, advantages, mask)
     config = config or ClipCovConfig()
-    if selected is None:
-        from entropyrl.selection import SelectionPart, select_clip_cov
-
-        part = SelectionPart(logprobs.detach(), old_logprobs, advantages, m)
-        selected = select_clip_cov([part], config, generator=generator).masks[0]
     check_selected(selected, m)
     ratio = importance_ratio(logprobs, old_logprobs)
     surrogate = clipped_surrogate(ratio, advantages, config.clip)

@@ -1,6 +1,6 @@
 """KL-Cov loss (Cui et al. 2025, §4, Eq. 12): a KL penalty on the highest-covariance tokens.
 
-Per token, with the selection ``S`` from :func:`entropyrl.selection.select_kl_cov` and
+Per token, with the selection ``S`` from :func:`entropyrl.covariance.select_kl_cov` and
 ``r = π_θ/π_old``::
 
     L_i = −A_i·r_i + β·|log π_θ,i − log π_old,i|      if i ∈ S
@@ -53,7 +53,7 @@ def kl_cov_loss(
     old_logprobs: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
-    selected: torch.Tensor | None = None,
+    selected: torch.Tensor,
     config: KLCovConfig | None = None,
 ) -> PolicyLoss:
     """KL-Cov per-token loss.
@@ -63,9 +63,8 @@ def kl_cov_loss(
         old_logprobs: log π_old ``[B, T]``.
         advantages: per-token advantages ``[B, T]``.
         mask: response mask ``[B, T]``.
-        selected: penalised tokens ``[B, T]`` bool, normally the global mini-batch selection
-            (:func:`~entropyrl.selection.select_kl_cov`) split like this micro-batch; if None,
-            the top-k of this batch alone.
+        selected: penalised tokens ``[B, T]`` bool: the global mini-batch selection
+            (:func:`entropyrl.covariance.select_kl_cov`) split like this micro-batch.
         config: hyper-parameters (k = 2e-3, β = 1).
 
     Returns:
@@ -74,11 +73,6 @@ def kl_cov_loss(
     """
     m = check_policy_inputs(logprobs, old_logprobs, advantages, mask)
     config = config or KLCovConfig()
-    if selected is None:
-        from entropyrl.selection import SelectionPart, select_kl_cov
-
-        part = SelectionPart(logprobs.detach(), old_logprobs, advantages, m)
-        selected = select_kl_cov([part], config).masks[0]
     check_selected(selected, m)
     ratio = importance_ratio(logprobs, old_logprobs)
     pg = -advantages * ratio

@@ -1,7 +1,7 @@
 """Sampled evaluation of a model on testbed rows: accuracy, response length, token entropy.
 
 Used by the build script (to record the base model's figures), the tests and the docs. It
-generates with the trainer's own path (:func:`entropyrl.rollout.generate`: Hugging Face
+generates with the trainer's own engine (:class:`entropyrl.rollout.HFEngine`: Hugging Face
 ``generate``, left padding, KV cache, ancestral sampling at ``temperature`` with top-k and
 top-p off) and measures the entropy of the distribution each token was drawn from with
 :func:`entropyrl.policy.response_token_stats` (greedy: the model's T = 1 distribution).
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from entropyrl.policy import response_token_stats
-from entropyrl.rollout import Rollout, generate
+from entropyrl.rollout import HFEngine, Rollout, SamplingParams
 from entropyrl.testbed.tasks import score
 
 
@@ -31,8 +31,8 @@ def sample_responses(
     """
     greedy = temperature == 0
     t = 1.0 if greedy else temperature
-    roll = generate(model, tokenizer, prompts, n=n, temperature=t, max_new_tokens=max_new,
-                    greedy=greedy)
+    sampling = SamplingParams(max_new_tokens=max_new, temperature=t, greedy=greedy)
+    roll = HFEngine(model, tokenizer).generate(prompts, n, sampling)
     st = response_token_stats(model, roll.input_ids, roll.attention_mask, roll.prompt_len,
                               temperature=t, with_entropy=True)
     assert st.entropy is not None

@@ -1,7 +1,9 @@
 """Checkpoints: ``<run>/checkpoints/step_N/`` = the model in Hugging Face format + trainer state.
 
 ``trainer_state.pt`` holds the optimizer and scheduler states, the step, the prompt sampler's
-position, and the RNG states (Python, NumPy, torch). The model is saved with
+position, the RNG states (Python, NumPy, torch) and ``extra``, a dictionary for the state of
+later components (e.g. an entropy controller). Under FSDP the full model and optimizer states
+are gathered by a collective on every rank and written by rank 0. The model is saved with
 ``save_pretrained`` so any checkpoint loads with ``AutoModelForCausalLM.from_pretrained``.
 A checkpoint is written to a temporary directory and renamed into place, so a crash while
 saving never leaves a half-written ``step_N``.
@@ -13,10 +15,18 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from entropyrl.config import to_dict
+from entropyrl.distributed import Dist, full_model_state, load_optimizer_state, optimizer_state
+from entropyrl.tasks import PromptSampler
+
+if TYPE_CHECKING:
+    from entropyrl.train.setup import Run
+    from entropyrl.train.update import Learner
 
 STATE_FILE = "trainer_state.pt"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -67,15 +77,21 @@ def save_checkpoint(
     tokenizer: Any,
     trainer_state: dict[str, Any],
     keep: int,
+    *,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``checkpoints/step_{step}`` atomically and delete all but the newest ``keep``."""
+    """Write ``checkpoints/step_{step}`` atomically and delete all but the newest ``keep``.
+
+    ``state_dict`` (the full parameters, when the model itself holds shards) is what
+    ``save_pretrained`` writes instead of ``model.state_dict()``.
+    """
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step}"
     tmp = root / f".tmp_step_{step}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
+    model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     torch.save(trainer_state, tmp / STATE_FILE)
     if final.exists():
@@ -90,3 +106,39 @@ def load_trainer_state(path: Path) -> dict[str, Any]:
     """The trainer state saved beside a checkpoint's model."""
     state: dict[str, Any] = torch.load(path / STATE_FILE, weights_only=False)
     return state
+
+
+def save_run(run: Run) -> None:
+    """Checkpoint ``run`` at its current step (every rank calls; rank 0 writes)."""
+    learner = run.learner
+    learner.accelerator.wait_for_everyone()
+    sharded = run.sharded
+    params = full_model_state(learner.model) if sharded else None
+    optim = optimizer_state(learner.model, learner.optimizer)
+    if run.dist.is_main:
+        state = {
+            "step": run.step,
+            "optimizer": optim,
+            "scheduler": learner.scheduler.state_dict(),
+            "sampler": run.sampler.state_dict(),
+            "rng": rng_state(),
+            "config": to_dict(run.cfg),
+            "extra": run.extra_state,
+        }
+        save_checkpoint(run.out_dir, run.step, learner.accelerator.unwrap_model(learner.model),
+                        run.tokenizer, state, run.cfg.keep_checkpoints, state_dict=params)
+    learner.accelerator.wait_for_everyone()
+
+
+def load_checkpoint_state(path: Path, learner: Learner, sampler: PromptSampler,
+                          dist: Dist) -> tuple[int, dict[str, Any]]:
+    """Restore the optimizer, scheduler, sampler and RNG from ``path``; (step, extra state).
+
+    The model's weights were loaded from the same directory by ``from_pretrained``.
+    """
+    state = load_trainer_state(path)
+    load_optimizer_state(learner.model, learner.optimizer, state["optimizer"])
+    learner.scheduler.load_state_dict(state["scheduler"])
+    sampler.load_state_dict(state["sampler"])
+    set_rng_state(state["rng"])
+    return int(state["step"]), dict(state.get("extra", {}))

@@ -11,49 +11,12 @@ Formulas: docs/metrics.md.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
 from entropyrl import dynamics
-
-
-def gather_rows(t: torch.Tensor, group: Any) -> torch.Tensor:
-    """Rows of every rank, in rank order: ``[B_r, ...]`` → ``[Σ_r B_r, ...]``.
-
-    Trailing dimensions may differ between ranks (e.g. response widths); they are padded
-    with zeros to the widest rank. Bool tensors come back as bool. ``group=None`` returns
-    ``t`` itself.
-    """
-    if group is None:
-        return t
-    import torch.distributed as dist
-
-    world = dist.get_world_size(group)
-    shape = torch.tensor(t.shape, dtype=torch.long)
-    shapes = [torch.empty_like(shape) for _ in range(world)]
-    dist.all_gather(shapes, shape, group=group)
-    widest = torch.stack(shapes).max(dim=0).values
-    send = t.to(torch.uint8) if t.dtype == torch.bool else t
-    pad: list[int] = []
-    for dim in reversed(range(t.dim())):
-        pad += [0, int(widest[dim]) - t.shape[dim]]
-    send = torch.nn.functional.pad(send, pad).contiguous()
-    parts = [torch.empty_like(send) for _ in range(world)]
-    dist.all_gather(parts, send, group=group)
-    out = torch.cat([p[: int(s[0])] for p, s in zip(parts, shapes, strict=True)])
-    return out.bool() if t.dtype == torch.bool else out
-
-
-def all_reduce_sum(values: list[float], group: Any) -> list[float]:
-    """Element-wise sum of ``values`` over ranks (float64); identity with ``group=None``."""
-    if group is None:
-        return values
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(t, group=group)
-    return t.tolist()
+from entropyrl.distributed import Dist
 
 
 class StepBatch(NamedTuple):
@@ -79,37 +42,49 @@ class StepBatch(NamedTuple):
     truncated: torch.Tensor
     group_ids: torch.Tensor
 
-    def gathered(self, group: Any) -> StepBatch:
+    def gathered(self, dist: Dist) -> StepBatch:
         """The global batch: every rank's rows, group ids made unique across ranks."""
-        if group is None:
+        if dist.world == 1:
             return self
-        import torch.distributed as dist
-
-        rank = dist.get_rank(group)
         # Offsetting by a bound on every rank's ids keeps groups of different ranks apart.
-        bound = int(all_reduce_sum([float(self.group_ids.max()) + 1 if len(self.group_ids)
-                                    else 0.0], group)[0])
-        ids = self.group_ids + rank * bound
-        return StepBatch(*(gather_rows(t, group) for t in (*self[:-1], ids)))
+        local_bound = float(self.group_ids.max()) + 1 if len(self.group_ids) else 0.0
+        bound = int(dist.max([local_bound])[0])
+        ids = self.group_ids + dist.rank * bound
+        return StepBatch(*(dist.gather_rows(t) for t in (*self[:-1], ids)))
 
 
-def entropy_metrics(entropy: torch.Tensor, mask: torch.Tensor, group: Any) -> dict[str, float]:
+def entropy_metrics(entropy: torch.Tensor, mask: torch.Tensor, dist: Dist) -> dict[str, float]:
     """Token-mean (the law's H) and response-mean entropy of ``[B, R]`` over all ranks."""
     per_seq = (entropy * mask).sum(1) / mask.sum(1).clamp(min=1)
     has = mask.any(1)
-    t = all_reduce_sum([float((entropy * mask).sum()), float(mask.sum()),
-                        float(per_seq[has].sum()), float(has.sum())], group)
+    t = dist.sum([float((entropy * mask).sum()), float(mask.sum()),
+                  float(per_seq[has].sum()), float(has.sum())])
     return {
         "train/entropy": t[0] / max(t[1], 1.0),
         "train/entropy_seq_mean": t[2] / max(t[3], 1.0),
     }
 
 
-def step_metrics(local: StepBatch, group: Any) -> dict[str, float]:
+def entropy_change(before: float, after: float, cov_npg: float) -> dict[str, float]:
+    """``dyn/*`` of the same-batch entropy change next to its first-order prediction.
+
+    ``before``/``after``: token-mean entropy of the batch under the policy before and after
+    the step's updates; the prediction is ``ΔH ≈ −Cov(log π, A)`` (paper Eq. 10, natural-PG
+    form, in units of the step size).
+    """
+    return {
+        "dyn/entropy_before": before,
+        "dyn/entropy_after": after,
+        "dyn/delta_entropy": after - before,
+        "dyn/pred_delta_entropy": -cov_npg,
+    }
+
+
+def step_metrics(local: StepBatch, dist: Dist) -> dict[str, float]:
     """``train/*`` batch statistics and the ``dyn/*`` covariance diagnostics of the global batch."""
-    b = local.gathered(group)
+    b = local.gathered(dist)
     lengths = b.mask.sum(dim=1).float()
-    m = entropy_metrics(b.entropy, b.mask, None)
+    m = entropy_metrics(b.entropy, b.mask, Dist.single())
     m.update({
         "train/reward_mean": float(b.rewards.mean()),
         "train/acc": float(b.solved.float().mean()),

@@ -14,7 +14,7 @@ selection changes with the micro-batch size and the number of GPUs. Here the mea
 candidate pool and the top-k are those of the *whole* mini-batch across all ranks, so the
 selected set does not depend on how the mini-batch is split:
 
-- the mini-batch is passed as a list of parts (micro-batches) and, with ``group``, each rank
+- the mini-batch is passed as a list of parts (micro-batches) and, with ``dist``, each rank
   passes its own parts; tokens are ordered globally as (rank, part, row, position);
 - the means come from float64 sums reduced over parts and ranks (identical up to float64
   rounding, ~1e-16 relative, whatever the split);
@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
 from entropyrl._checks import check_finite
+from entropyrl.covariance.cov import centred_product
+from entropyrl.distributed import Dist
 from entropyrl.losses.base import check_policy_inputs
 from entropyrl.losses.clip_cov import ClipCovConfig
 from entropyrl.losses.kl_cov import KLCovConfig
@@ -97,7 +99,7 @@ class _Scored(NamedTuple):
     mean_advantage: float
 
 
-def _score(parts: Sequence[SelectionPart], group: Any) -> _Scored:
+def _score(parts: Sequence[SelectionPart], dist: Dist) -> _Scored:
     """Validate the parts, take the global means and score every token by ``cov_i``.
 
     Working on one concatenated vector makes every reduction see the same values in the same
@@ -121,14 +123,12 @@ def _score(parts: Sequence[SelectionPart], group: Any) -> _Scored:
     zero = torch.zeros((), dtype=lp.dtype, device=lp.device)
     lp = torch.where(valid, lp, zero)
     adv = torch.where(valid, adv, zero)
-    sums = torch.stack([lp.sum(), adv.sum()]).to(torch.float64).cpu()
-    sums = torch.cat([sums, valid.sum().to(torch.float64).cpu().view(1)])
-    if group is not None:
-        sums = _all_reduce_sum(sums, group)
-    n_tokens = int(sums[2].item())
-    mean_lp = float(sums[0] / max(n_tokens, 1))
-    mean_adv = float(sums[1] / max(n_tokens, 1))
-    cov = ((lp - mean_lp) * (adv - mean_adv)).masked_fill_(~valid, float("-inf"))
+    sums = torch.stack([lp.sum().double(), adv.sum().double(), valid.sum().double()])
+    sum_lp, sum_adv, n = dist.all_reduce(sums).tolist()
+    n_tokens = int(n)
+    mean_lp = sum_lp / max(n_tokens, 1)
+    mean_adv = sum_adv / max(n_tokens, 1)
+    cov = centred_product(lp, adv, valid, mean_lp, mean_adv).masked_fill_(~valid, float("-inf"))
     shapes = [m.shape for m in masks]
     return _Scored(lp - old, adv, valid, cov, shapes, n_tokens, mean_lp, mean_adv)
 
@@ -149,7 +149,7 @@ def select_clip_cov(
     config: ClipCovConfig | None = None,
     *,
     generator: torch.Generator | None = None,
-    group: Any = None,
+    dist: Dist | None = None,
 ) -> CovSelection:
     """Clip-Cov selection: ``max(1, ⌊r·N⌋)`` uniform draws among the global candidates.
 
@@ -158,12 +158,11 @@ def select_clip_cov(
     when none exist, nothing is.
 
     Args:
-        parts: the mini-batch as one or more micro-batches (this rank's share with ``group``).
+        parts: the mini-batch as one or more micro-batches (this rank's share with ``dist``).
         config: hyper-parameters (default: the paper's r = 2e-4, ω = (1, 5), ε = 1).
         generator: CPU random generator; seed it identically on every rank. Default: a fresh
             generator seeded with 0.
-        group: a ``torch.distributed`` process group to select over all its ranks, or None
-            for a single process.
+        dist: the ranks to select over (default: this process alone).
 
     Returns:
         The per-part selection masks and global counts.
@@ -171,7 +170,8 @@ def select_clip_cov(
     config = config or ClipCovConfig()
     if generator is None:
         generator = torch.Generator().manual_seed(0)
-    sc = _score(parts, group)
+    dist = dist or Dist.single()
+    sc = _score(parts, dist)
     # PPO clips a token when A > 0 and r > 1 + ε_high, or A < 0 and r < 1 − ε_low; tested on
     # the log-ratio to avoid an exp (log(0) = −inf makes ε_low = 1 never clip).
     log_high = math.log1p(config.clip.eps_high)
@@ -183,7 +183,7 @@ def select_clip_cov(
     candidates = (sc.cov > config.cov_low) & (sc.cov < config.cov_high) & ~ppo_clipped
     positions = candidates.nonzero().squeeze(-1).cpu()
     n_local = int(positions.numel())
-    offset, n_candidates = _rank_offset(n_local, group)
+    offset, n_candidates = dist.counts(n_local)
     k = min(selection_count(config.ratio, sc.n_tokens), n_candidates)
     chosen = torch.randperm(n_candidates, generator=generator)[:k]
     # Keep the draws that fall in this rank's slice of the global candidate list.
@@ -198,7 +198,7 @@ def select_kl_cov(
     parts: Sequence[SelectionPart],
     config: KLCovConfig | None = None,
     *,
-    group: Any = None,
+    dist: Dist | None = None,
 ) -> CovSelection:
     """KL-Cov selection: the global top ``max(1, ⌊k·N⌋)`` valid tokens by ``cov_i``.
 
@@ -206,23 +206,24 @@ def select_kl_cov(
     unique and independent of the split.
 
     Args:
-        parts: the mini-batch as one or more micro-batches (this rank's share with ``group``).
+        parts: the mini-batch as one or more micro-batches (this rank's share with ``dist``).
         config: hyper-parameters (default: k = 2e-3, β = 1; only ``ratio`` is used here).
-        group: a ``torch.distributed`` process group, or None for a single process.
+        dist: the ranks to select over (default: this process alone).
 
     Returns:
         The per-part selection masks and global counts.
     """
     config = config or KLCovConfig()
-    sc = _score(parts, group)
+    dist = dist or Dist.single()
+    sc = _score(parts, dist)
     # Masked positions hold −inf and k ≤ N, so they are never among the top k.
     values = sc.cov.cpu()
     n_local = int(values.numel())
-    offset, _ = _rank_offset(n_local, group)
+    offset, _ = dist.counts(n_local)
     k = min(selection_count(config.ratio, sc.n_tokens), sc.n_tokens)
     top = _top_k_lowest_index(values, min(k, n_local))
-    if group is not None:
-        top = _merge_top_k(values[top], top + offset, k, group) - offset
+    if dist.world > 1:
+        top = dist.merge_top_k(values[top], top + offset, k) - offset
         top = top[(top >= 0) & (top < n_local)]
     flat = torch.zeros(n_local, dtype=torch.bool)
     flat[top] = True
@@ -240,43 +241,3 @@ def _top_k_lowest_index(values: torch.Tensor, k: int) -> torch.Tensor:
     above = (values > threshold).nonzero().squeeze(-1)
     ties = (values == threshold).nonzero().squeeze(-1)[: k - above.numel()]
     return torch.cat([above, ties]).sort().values
-
-
-def _all_reduce_sum(x: torch.Tensor, group: Any) -> torch.Tensor:
-    import torch.distributed as dist
-
-    y = x.clone()
-    dist.all_reduce(y, op=dist.ReduceOp.SUM, group=group)
-    return y
-
-
-def _rank_offset(n_local: int, group: Any) -> tuple[int, int]:
-    """(number of items on lower ranks, total over ranks) for a per-rank count."""
-    if group is None:
-        return 0, n_local
-    import torch.distributed as dist
-
-    world = dist.get_world_size(group)
-    counts = [torch.zeros(1, dtype=torch.long) for _ in range(world)]
-    dist.all_gather(counts, torch.tensor([n_local], dtype=torch.long), group=group)
-    rank = dist.get_rank(group)
-    totals = [int(c.item()) for c in counts]
-    return sum(totals[:rank]), sum(totals)
-
-
-def _merge_top_k(values: torch.Tensor, indices: torch.Tensor, k: int, group: Any) -> torch.Tensor:
-    """Global top-k (value desc, index asc) from every rank's local top-k; global indices."""
-    import torch.distributed as dist
-
-    world = dist.get_world_size(group)
-    pad = k - int(values.numel())
-    vals = torch.cat([values.double(), torch.full((pad,), float("-inf"))])
-    idxs = torch.cat([indices, torch.full((pad,), torch.iinfo(torch.long).max)])
-    all_vals = [torch.empty_like(vals) for _ in range(world)]
-    all_idxs = [torch.empty_like(idxs) for _ in range(world)]
-    dist.all_gather(all_vals, vals, group=group)
-    dist.all_gather(all_idxs, idxs, group=group)
-    pool_v, pool_i = torch.cat(all_vals), torch.cat(all_idxs)
-    order = pool_i.argsort(stable=True)
-    order = order[pool_v[order].argsort(descending=True, stable=True)]
-    return pool_i[order[:k]].sort().values

@@ -1,0 +1,133 @@
+"""The run: steps, validation cadence, checkpoints, stop signals and the progress line.
+
+``train(cfg, out_dir)`` runs a whole job on ``accelerate`` (one CPU process by default;
+``accelerate launch --num_processes N`` for data parallelism, ``--config_file
+configs/accelerate/fsdp2.yaml`` for sharding), writes ``metrics.jsonl`` every step, validates
+every ``eval.every`` steps, checkpoints, and resumes from the newest checkpoint when restarted
+with the same output directory. Each step re-seeds its random generators from ``(seed, step,
+rank)``, so a resumed run reproduces an uninterrupted one exactly on CPU. One step is
+:func:`entropyrl.train.step.rl_step`.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from entropyrl.config import TrainConfig
+from entropyrl.evaluation import validate
+from entropyrl.train.setup import Run, setup
+from entropyrl.train.state import save_run
+from entropyrl.train.step import rl_step
+from entropyrl.train.update import derive_seed
+
+
+def train(
+    cfg: TrainConfig, out_dir: Path, *, accelerator: Any = None, stop_after: int | None = None
+) -> Path:
+    """Run (or resume) a training job into ``out_dir``; returns ``out_dir``.
+
+    ``stop_after`` stops after that step exactly as SIGINT/SIGTERM would (checkpoint, exit
+    cleanly); running the same call again resumes.
+    """
+    run = setup(cfg, out_dir, accelerator)
+    try:
+        with _stop_signals() as stop, _progress(run) as advance:
+            for step in range(run.step + 1, cfg.steps + 1):
+                metrics: dict[str, Any] = {"step": step}
+                if _validation_due(cfg, step):
+                    metrics.update(run_validation(run, step))
+                metrics.update(rl_step(run, step))
+                run.step = step
+                if run.sink is not None:
+                    run.sink.write(metrics)
+                advance(metrics)
+                halt = stop.requested or (stop_after is not None and step >= stop_after)
+                every = cfg.checkpoint_every
+                if step == cfg.steps or halt or (every and step % every == 0):
+                    save_run(run)
+                if halt:
+                    break
+    finally:
+        run.tasks.close()
+        run.engine.close()
+        if run.sink is not None:
+            run.sink.close()
+    return out_dir
+
+
+def run_validation(run: Run, step: int) -> dict[str, float]:
+    """Validation metrics of the policy that samples this step, over all ranks' slices."""
+    cfg = run.cfg
+    t = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        # Rank 0 keeps the single-process seed; other ranks draw their own streams.
+        rank_part = [run.dist.rank] if run.dist.rank else []
+        torch.manual_seed(derive_seed(cfg.seed, step, 991, *rank_part))
+        policy = run.learner.accelerator.unwrap_model(run.learner.model)
+        out = validate(run.engine, policy, run.tasks.val, run.tasks.score_batch, k=cfg.eval.k,
+                       temperature=cfg.eval.temperature, max_new_tokens=cfg.eval.max_new_tokens,
+                       acc=cfg.eval.acc, dist=run.dist, autocast=run.learner.autocast)
+    out["time/eval_s"] = time.perf_counter() - t
+    return out
+
+
+def _validation_due(cfg: TrainConfig, step: int) -> bool:
+    every = cfg.eval.every
+    return every > 0 and ((step - 1) % every == 0 or step == cfg.steps)
+
+
+class _Stop:
+    requested = False
+
+
+@contextmanager
+def _stop_signals() -> Any:
+    """SIGINT/SIGTERM finish the current step, checkpoint and stop cleanly."""
+    stop = _Stop()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.requested = True
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for s in previous:
+            signal.signal(s, handler)
+    except ValueError:  # not in the main thread: leave signals alone
+        previous = {}
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextmanager
+def _progress(run: Run) -> Any:
+    """A rich progress bar with step, entropy, accuracy and ETA (main process only)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    enabled = run.cfg.progress and run.dist.is_main
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(),
+        TextColumn("step {task.completed}/{task.total}"),
+        TextColumn("H={task.fields[h]}  acc={task.fields[acc]}  val={task.fields[val]}"),
+        TimeRemainingColumn(), disable=not enabled, transient=False,
+    )
+    task = progress.add_task(run.cfg.name, total=run.cfg.steps, completed=run.step,
+                             h="-", acc="-", val="-")
+    last_val = ["-"]
+
+    def advance(m: dict[str, Any]) -> None:
+        if "val/acc" in m:
+            last_val[0] = f"{m['val/acc']:.3f}"
+        progress.update(task, advance=1, h=f"{m['train/entropy']:.3f}",
+                        acc=f"{m['train/acc']:.3f}", val=last_val[0])
+
+    with progress:
+        yield advance

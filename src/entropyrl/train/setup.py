@@ -1,0 +1,146 @@
+"""Everything a run holds, and how it is built: accelerator, precision, model, engine, data.
+
+Precision: with ``model.dtype = bfloat16`` and ``model.master_weights`` (the default) the
+parameters and AdamW's state stay in fp32 and every forward runs under bf16 autocast
+(accelerate's ``mixed_precision="bf16"``; under FSDP2 its ``MixedPrecisionPolicy``). Stepping
+bf16 weights directly loses updates below bf16's resolution: at lr 5e-7 one AdamW step
+changes ~1% of a bf16 tensor's entries (docs/scale.md).
+
+Sharding comes from accelerate's own configuration (``accelerate launch --config_file
+configs/accelerate/fsdp2.yaml``): :func:`setup` prepares whatever the accelerator was
+configured for. Under FSDP the HF engine samples from a full copy of the weights that is
+refreshed after every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from entropyrl.config import TrainConfig, to_dict
+from entropyrl.distributed import Dist, full_model_state
+from entropyrl.errors import UserError
+from entropyrl.models import load_model_and_tokenizer, resolve_dtype
+from entropyrl.rollout import HFEngine, RolloutEngine
+from entropyrl.tasks import PromptSampler, TaskSet, check_data, load_tasks
+from entropyrl.train.metrics import MetricsSink, truncate_metrics
+from entropyrl.train.state import latest_checkpoint, load_checkpoint_state
+from entropyrl.train.update import Learner
+
+
+@dataclass
+class Run:
+    """Everything a training job holds between steps."""
+
+    cfg: TrainConfig
+    out_dir: Path
+    learner: Learner
+    tokenizer: Any
+    ref_model: Any
+    engine: RolloutEngine
+    tasks: TaskSet
+    sampler: PromptSampler
+    sink: MetricsSink | None
+    step: int  # last completed step
+    dist: Dist
+    extra_state: dict[str, Any]  # room for later components' checkpointed state
+
+    @property
+    def sharded(self) -> bool:
+        """Parameters are sharded over the ranks (FSDP)."""
+        return is_sharded(self.learner.accelerator)
+
+
+def is_sharded(accelerator: Any) -> bool:
+    """The accelerator was configured for FSDP."""
+    return str(getattr(accelerator, "distributed_type", "")).endswith("FSDP")
+
+
+def make_accelerator(cfg: TrainConfig) -> Any:
+    """An accelerator for this config: CPU or GPU, bf16 autocast over fp32 master weights."""
+    from accelerate import Accelerator
+
+    cpu = cfg.model.device == "cpu" or not torch.cuda.is_available()
+    bf16 = resolve_dtype(cfg.model) == torch.bfloat16
+    mixed = "bf16" if bf16 and cfg.model.master_weights else "no"
+    return Accelerator(cpu=cpu, mixed_precision=mixed)
+
+
+def check_world(cfg: TrainConfig, world: int) -> None:
+    """The batch sizes must split evenly over the ranks."""
+    if cfg.rollout.n_prompts % world:
+        raise UserError(f"rollout.n_prompts ({cfg.rollout.n_prompts}) must be divisible by "
+                        f"the number of processes ({world}).")
+    if cfg.update.mini_batch_size % (world * cfg.update.micro_batch_size):
+        raise UserError(
+            f"update.mini_batch_size ({cfg.update.mini_batch_size}) must be divisible by "
+            f"processes x update.micro_batch_size ({world} x {cfg.update.micro_batch_size})."
+        )
+
+
+def setup(cfg: TrainConfig, out_dir: Path, accelerator: Any = None) -> Run:
+    """Load model, data and optimizer; resume from the newest checkpoint in ``out_dir``."""
+    check_data(cfg.data)
+    accelerator = accelerator or make_accelerator(cfg)
+    dist = Dist.from_accelerator(accelerator)
+    check_world(cfg, dist.world)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resume = latest_checkpoint(out_dir)
+    master = cfg.model.master_weights
+    model, tokenizer = load_model_and_tokenizer(cfg.model, override_path=resume,
+                                                master_weights=master)
+    ref_model = None
+    if cfg.loss.ref_kl_coef > 0:
+        ref_model, _ = load_model_and_tokenizer(cfg.model, master_weights=False)
+        ref_model.requires_grad_(False).eval()
+        ref_model = accelerator.prepare_model(ref_model, evaluation_mode=True)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2),
+        eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay,
+    )
+    warm = max(cfg.optim.warmup_steps, 0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda u: min(1.0, (u + 1) / warm) if warm else 1.0
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    learner = Learner(model, optimizer, scheduler, accelerator)
+    engine = make_engine(cfg, learner, tokenizer)
+    tasks = load_tasks(cfg.data, cfg.reward, tokenizer)
+    sampler = PromptSampler(len(tasks.train), cfg.seed)
+    step, extra = 0, dict[str, Any]()
+    if resume is not None:
+        step, extra = load_checkpoint_state(resume, learner, sampler, dist)
+        engine.sync_weights(learner.model)
+    sink = None
+    if dist.is_main:
+        if step == 0:
+            (out_dir / "metrics.jsonl").unlink(missing_ok=True)
+        truncate_metrics(out_dir / "metrics.jsonl", step)
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        sink = MetricsSink(out_dir, cfg.sinks, cfg.name, to_dict(cfg))
+    return Run(cfg, out_dir, learner, tokenizer, ref_model, engine, tasks, sampler, sink, step,
+               dist, extra)
+
+
+def make_engine(cfg: TrainConfig, learner: Learner, tokenizer: Any) -> RolloutEngine:
+    """The rollout engine the config names.
+
+    Unsharded, the HF engine samples from the trained module itself (no copy). Sharded, it
+    samples from a full copy in the compute dtype, refreshed by ``sync_weights``.
+    """
+    policy = learner.accelerator.unwrap_model(learner.model)
+    if not is_sharded(learner.accelerator):
+        return HFEngine(policy, tokenizer, max_batch_tokens=cfg.rollout.max_batch_tokens)
+    from transformers import AutoModelForCausalLM
+
+    dtype = resolve_dtype(cfg.model)
+    copy = AutoModelForCausalLM.from_config(policy.config, dtype=dtype)
+    copy.to(learner.accelerator.device).requires_grad_(False)
+    engine = HFEngine(copy, tokenizer, max_batch_tokens=cfg.rollout.max_batch_tokens,
+                      gather=full_model_state)
+    engine.sync_weights(learner.model)
+    return engine

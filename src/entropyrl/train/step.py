@@ -1,0 +1,71 @@
+"""One RL step: rollout → reward → advantage → score → update → dynamics → metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from entropyrl.advantages import compute_advantages
+from entropyrl.policy import response_token_stats
+from entropyrl.rollout import Rollout
+from entropyrl.train.batch_metrics import StepBatch, entropy_change, entropy_metrics, step_metrics
+from entropyrl.train.collect import collect
+from entropyrl.train.update import UpdateBatch, derive_seed, update_on_batch
+
+if TYPE_CHECKING:
+    from entropyrl.train.setup import Run
+
+
+def rl_step(run: Run, step: int) -> dict[str, float]:
+    """One rollout step on every rank; returns the step's metrics (the same on every rank)."""
+    cfg, dist = run.cfg, run.dist
+    t0 = time.perf_counter()
+    torch.manual_seed(derive_seed(cfg.seed, step, dist.rank, 17))
+    got = collect(run.engine, run.tasks.train, run.sampler, run.tasks.score_batch,
+                  rollout=cfg.rollout, reward=cfg.reward, dist=dist,
+                  pad_token_id=run.tokenizer.pad_token_id)
+    roll, m = got.rollout, dict(got.metrics)
+    adv = compute_advantages(cfg.algorithm.advantage, got.rewards, roll.group_ids,
+                             roll.response_mask, gamma=cfg.algorithm.gamma).token_advantages
+    t1 = time.perf_counter()
+    policy = run.learner.accelerator.unwrap_model(run.learner.model)
+    old_lp, entropy = score(policy, run, roll, with_entropy=True)
+    ref_lp = None if run.ref_model is None else score(run.ref_model, run, roll)[0]
+    t2 = time.perf_counter()
+    m.update(step_metrics(StepBatch(roll.response_mask, old_lp, entropy, adv, got.rewards,
+                                    got.solved, roll.truncated, roll.group_ids), dist))
+    batch = UpdateBatch(roll, old_lp, adv, ref_lp)
+    m.update(update_on_batch(run.learner, batch, loss=cfg.loss, update=cfg.update, dist=dist,
+                             temperature=cfg.rollout.temperature, grad_clip=cfg.optim.grad_clip,
+                             seed=cfg.seed, step=step))
+    t3 = time.perf_counter()
+    run.engine.sync_weights(run.learner.model)
+    # ΔH on the same batch: the entropy of the updated policy at the same tokens.
+    _, after = score(policy, run, roll, with_entropy=True)
+    after_h = entropy_metrics(after, roll.response_mask, dist)["train/entropy"]
+    m.update(entropy_change(m["train/entropy"], after_h, m["dyn/cov_npg"]))
+    t4 = time.perf_counter()
+    m.update({"time/old_logprob_s": t2 - t1, "time/update_s": t3 - t2,
+              "time/dynamics_s": t4 - t3, "time/step_s": t4 - t0})
+    return m
+
+
+@torch.no_grad()
+def score(model: Any, run: Run, roll: Rollout, *, with_entropy: bool = False) -> tuple[
+    torch.Tensor, Any
+]:
+    """Log π ``[B, R]`` (and entropy ``[B, R]`` if asked) of the batch under ``model``."""
+    lps, ents = [], []
+    micro = run.cfg.update.micro_batch_size
+    for start in range(0, len(roll), micro):
+        sl = slice(start, start + micro)
+        with run.learner.autocast():
+            st = response_token_stats(model, roll.input_ids[sl], roll.attention_mask[sl],
+                                      roll.prompt_len, temperature=run.cfg.rollout.temperature,
+                                      with_entropy=with_entropy)
+        lps.append(st.logprobs.float())
+        if st.entropy is not None:
+            ents.append(st.entropy.float())
+    return torch.cat(lps), torch.cat(ents) if with_entropy else None
