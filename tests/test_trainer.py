@@ -93,9 +93,7 @@ def test_three_step_run(micro_model_dir, tmp_path):
     assert {"val/acc", "val/avg_at_k", "val/pass_at_k"} <= set(rows[0])  # step 1 validates
     assert "loss/clipfrac" in emitted and "loss/selected_frac" not in emitted
     assert any(r["train/mixed_group_frac"] > 0 for r in rows)
-    # Fixed seed, fixed trajectory.
-    again = train(tiny(micro_model_dir), tmp_path / "b")
-    assert strip_time(read_metrics(again / "metrics.jsonl")) == strip_time(rows)
+    # The trajectory itself is recorded in test_wiring.py::test_recorded_trajectory.
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
 
 
