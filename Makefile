@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/entropyrl demo $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/mypy src
 
 test: lint
