@@ -49,6 +49,9 @@ def response_token_stats(
             and isinstance(head, torch.nn.Linear)
             and head.bias is None
             and getattr(inner.config, "final_logit_softcapping", None) is None
+            # A sharded (FSDP2) head holds a DTensor shard: only the model's own forward
+            # gathers it, so sharded models take the logits path.
+            and type(head.weight).__name__ != "DTensor"
         )
     if use_hidden and model is inner and decoder is not None:
         out = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)

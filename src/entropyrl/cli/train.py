@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,21 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--help-config", action="store_true",
                    help="list every config field with its default and help, then exit")
     p.add_argument("--list-presets", action="store_true", help="list shipped presets and exit")
+    plan = p.add_argument_group(
+        "dry run", "plan the per-device memory of the run without loading weights or data"
+    )
+    plan.add_argument("--dry-run", action="store_true",
+                      help="print the resolved config and the memory plan, exit 2 if it won't fit")
+    plan.add_argument("--world-size", type=int,
+                      help="processes to plan for (default: $WORLD_SIZE or 1)")
+    plan.add_argument("--device-memory", metavar="SIZE",
+                      help="memory of one device, e.g. 80GiB, 80GB, 141GiB (default: this "
+                           "machine's GPU, or its RAM when the run would use the CPU)")
+    plan.add_argument("--sharding", choices=["fsdp", "none"],
+                      help="FSDP full sharding or none (default: fsdp when "
+                           "$ACCELERATE_USE_FSDP is true)")
+    plan.add_argument("--prompt-tokens", type=int, default=512,
+                      help="prompt length to plan for, in tokens (default: 512)")
     p.set_defaults(func=run)
 
 
@@ -40,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
         for name, default, text in describe_fields():
             print(f"{name:<36} {default:<14} {text}")
         return 0
+    planning = [f for f in ("world_size", "device_memory", "sharding") if getattr(args, f)]
+    if planning and not args.dry_run:
+        flag = "--" + planning[0].replace("_", "-")
+        raise UserError(f"{flag} only applies with --dry-run; add --dry-run or drop {flag}.")
+    if args.dry_run:
+        return dry_run(load_config(args.config, args.overrides), args)
     if args.out is None:
         raise UserError("missing --out DIR: the directory for metrics and checkpoints.")
     cfg = load_config(args.config, args.overrides)
@@ -48,3 +70,59 @@ def run(args: argparse.Namespace) -> int:
     train(cfg, args.out)
     print(f"done: metrics in {args.out / 'metrics.jsonl'}")
     return 0
+
+
+def dry_run(cfg: Any, args: argparse.Namespace) -> int:
+    """Print the resolved config and the per-device memory plan; UserError if it won't fit."""
+    import yaml
+
+    from entropyrl import plan
+    from entropyrl.config import to_dict
+    from entropyrl.errors import UserError
+    from entropyrl.models import resolve_model_path
+    from entropyrl.tasks import check_data
+
+    check_data(cfg.data)
+    world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE") or 1)
+    if world < 1 or args.prompt_tokens < 1:
+        raise UserError("--world-size and --prompt-tokens: expected positive integers.")
+    sharding = args.sharding or (
+        "fsdp" if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("true", "1") else "none"
+    )
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    print(f"# world size: {world} process(es), sharding: {sharding}")
+    plan.check_world(cfg, world)
+    device_bytes, device = _device_memory(cfg, args.device_memory)
+    shape, source = plan.load_shape(resolve_model_path(cfg.model.path))
+    sharded = sharding == "fsdp"
+    memory = plan.memory_plan(shape, cfg, world, sharded, args.prompt_tokens)
+    print(f"# architecture: {source}; device: {device}; prompts of {args.prompt_tokens} tokens")
+    print(plan.format_plan(memory, device_bytes))
+    if memory.total > device_bytes:
+        raise UserError(plan.refusal(shape, cfg, world, sharded, args.prompt_tokens, device_bytes))
+    return 0
+
+
+def _device_memory(cfg: Any, given: str | None) -> tuple[int, str]:
+    """Bytes of the device to plan for, and its description."""
+    import torch
+
+    from entropyrl.errors import UserError
+    from entropyrl.plan import parse_memory
+
+    if given is not None:
+        return parse_memory(given), f"--device-memory {given}"
+    if cfg.model.device != "cpu" and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return int(props.total_memory), f"{props.name} (this machine)"
+    if cfg.model.device == "cuda":
+        raise UserError(
+            "model.device is 'cuda' but this machine has no CUDA device, so the dry-run cannot "
+            "read the device memory: give --device-memory (e.g. --device-memory 80GiB) to plan "
+            "for another machine."
+        )
+    try:  # model.device cpu, or auto without a GPU: the run would use host memory
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        raise UserError("cannot read this machine's memory: give --device-memory.") from None
+    return int(ram), "host memory (the run would use the CPU)"

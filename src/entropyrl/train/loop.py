@@ -70,6 +70,10 @@ def run_validation(run: Run, step: int) -> dict[str, float]:
         rank_part = [run.dist.rank] if run.dist.rank else []
         torch.manual_seed(derive_seed(cfg.seed, step, 991, *rank_part))
         policy = run.learner.accelerator.unwrap_model(run.learner.model)
+        if run.sharded:
+            # Ranks may hold different numbers of validation rows; a sharded forward is a
+            # collective, so the entropy is scored on the engine's full copy instead.
+            policy = getattr(run.engine, "model", policy)
         out = validate(run.engine, policy, run.tasks.val, run.tasks.score_batch, k=cfg.eval.k,
                        temperature=cfg.eval.temperature, max_new_tokens=cfg.eval.max_new_tokens,
                        acc=cfg.eval.acc, dist=run.dist, autocast=run.learner.autocast)

@@ -29,7 +29,7 @@ from entropyrl.rollout import HFEngine, RolloutEngine
 from entropyrl.tasks import PromptSampler, TaskSet, check_data, load_tasks
 from entropyrl.train.metrics import MetricsSink, truncate_metrics
 from entropyrl.train.state import latest_checkpoint, load_checkpoint_state
-from entropyrl.train.update import Learner
+from entropyrl.train.update import Learner, is_sharded
 
 
 @dataclass
@@ -52,22 +52,50 @@ class Run:
     @property
     def sharded(self) -> bool:
         """Parameters are sharded over the ranks (FSDP)."""
-        return is_sharded(self.learner.accelerator)
+        return self.learner.sharded
 
 
-def is_sharded(accelerator: Any) -> bool:
-    """The accelerator was configured for FSDP."""
-    return str(getattr(accelerator, "distributed_type", "")).endswith("FSDP")
+def make_accelerator(cfg: TrainConfig, *, cpu_fsdp: bool = False) -> Any:
+    """An accelerator for this config: CPU or GPU, bf16 autocast over fp32 master weights.
 
+    FSDP is on when accelerate's own configuration says so (``accelerate launch
+    --config_file configs/accelerate/fsdp2.yaml`` sets ``ACCELERATE_USE_FSDP``); its mixed
+    precision policy then keeps fp32 master weights and reduces gradients in fp32 (accelerate's
+    default for ``bf16`` would reduce them in bf16). ``cpu_fsdp`` forces accelerate's FSDP2 path
+    on CPU processes (gloo), which accelerate does not offer itself: the CPU tests and the CPU
+    smoke run of ``bench/gpu_check.py`` use it.
+    """
+    import os
 
-def make_accelerator(cfg: TrainConfig) -> Any:
-    """An accelerator for this config: CPU or GPU, bf16 autocast over fp32 master weights."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, FullyShardedDataParallelPlugin
 
     cpu = cfg.model.device == "cpu" or not torch.cuda.is_available()
     bf16 = resolve_dtype(cfg.model) == torch.bfloat16
     mixed = "bf16" if bf16 and cfg.model.master_weights else "no"
-    return Accelerator(cpu=cpu, mixed_precision=mixed)
+    kwargs: dict[str, Any] = {}
+    if cpu_fsdp or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        policy = None
+        if mixed == "bf16":
+            policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(
+            fsdp_version=2, mixed_precision_policy=policy,
+            auto_wrap_policy="transformer_based_wrap" if cpu_fsdp else None,
+        )
+    accelerator = Accelerator(cpu=cpu, mixed_precision=mixed, **kwargs)
+    if cpu_fsdp:
+        _force_fsdp(accelerator, kwargs["fsdp_plugin"])
+    return accelerator
+
+
+def _force_fsdp(accelerator: Any, plugin: Any) -> None:
+    """Put accelerate's shared state on its FSDP path (it picks FSDP only for GPU devices)."""
+    from accelerate import DistributedType, PartialState
+
+    accelerator.state.distributed_type = DistributedType.FSDP
+    accelerator.state.fsdp_plugin = plugin
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
 
 
 def check_world(cfg: TrainConfig, world: int) -> None:

@@ -79,6 +79,16 @@ class Learner:
         """The compute context of every policy forward."""
         return self.accelerator.autocast()
 
+    @property
+    def sharded(self) -> bool:
+        """The parameters are sharded over the ranks (FSDP)."""
+        return is_sharded(self.accelerator)
+
+
+def is_sharded(accelerator: Any) -> bool:
+    """The accelerator was configured for FSDP."""
+    return str(getattr(accelerator, "distributed_type", "")).endswith("FSDP")
+
 
 class _Accumulator:
     """Token-weighted means, sums of shares, min/max — reduced over ranks at the end."""
@@ -230,8 +240,14 @@ def _micro_step(
 def _clip_and_step(learner: Learner, grad_clip: float, step: int, update: int) -> float:
     params = [p for p in learner.model.parameters() if p.requires_grad]
     max_norm = grad_clip if grad_clip > 0 else math.inf
-    # The accelerator's clip takes the norm over all ranks' shards under FSDP.
-    norm = float(learner.accelerator.clip_grad_norm_(params, max_norm))
+    if learner.sharded:
+        # torch's clip is DTensor-aware: the norm is over every rank's shards. (accelerate's
+        # FSDP branch compares parameter lists with `==`, which raises once a second model,
+        # e.g. the reference, is prepared.)
+        total = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        norm = float(total.full_tensor() if hasattr(total, "full_tensor") else total)
+    else:
+        norm = float(learner.accelerator.clip_grad_norm_(params, max_norm))
     if not math.isfinite(norm):
         raise NonFiniteError(
             f"the gradient norm became {norm} at step {step} (update {update}). Lower "

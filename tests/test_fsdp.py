@@ -1,0 +1,122 @@
+"""FSDP2 over two CPU processes (gloo): the update equals one process; save and resume are exact.
+
+accelerate picks its FSDP path only for GPU devices, so these tests force it on CPU processes
+(``make_accelerator(cfg, cpu_fsdp=True)``); everything after that is the code a GPU run takes.
+"""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from entropyrl.config import load_config
+from entropyrl.distributed import Dist, full_model_state
+from entropyrl.rollout import HFEngine, SamplingParams
+from entropyrl.train.update import Learner, UpdateBatch, update_on_batch
+
+ROWS = 16
+
+
+def _config(model_dir, *extra):
+    return load_config("testbed/kl_cov", [
+        f"model.path={model_dir}", "model.device=cpu", "rollout.n_prompts=4",
+        "rollout.group_size=4", "rollout.max_new_tokens=10", "update.mini_batch_size=16",
+        "update.micro_batch_size=4", "update.epochs=2", "update.shuffle=false",
+        "loss.kl_cov.ratio=0.05", "optim.lr=1e-2", "optim.eps=1e-4", "eval.every=0",
+        "data.train_size=64", "data.val_size=8", "progress=false", *extra,
+    ])
+
+
+def _update(cfg, batch, rows, accelerator):
+    from entropyrl.models import load_model_and_tokenizer
+
+    model, _ = load_model_and_tokenizer(cfg.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, eps=cfg.optim.eps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    model, opt = accelerator.prepare(model, opt)
+    learner = Learner(model, opt, sched, accelerator)
+    roll, old, adv = batch["rollout"].select(rows), batch["old"][rows], batch["adv"][rows]
+    metrics = update_on_batch(learner, UpdateBatch(roll, old, adv), loss=cfg.loss,
+                              update=cfg.update, dist=Dist.from_accelerator(accelerator),
+                              temperature=1.0, grad_clip=cfg.optim.grad_clip, seed=0, step=1)
+    params = {k: v.detach().clone() for k, v in full_model_state(model).items()}
+    return params, metrics, type(model).__name__
+
+
+def _worker(rank, world, port, model_dir, batch_path, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    from entropyrl.train import train
+    from entropyrl.train.setup import make_accelerator
+
+    cfg = _config(model_dir)
+    acc = make_accelerator(cfg, cpu_fsdp=True)
+    batch = torch.load(batch_path, weights_only=False)
+    per = ROWS // world
+    params, metrics, cls = _update(cfg, batch, torch.arange(rank * per, (rank + 1) * per), acc)
+    if rank == 0:
+        torch.save({"params": params, "metrics": metrics, "cls": cls}, out_dir / "update.pt")
+    # Whole runs: uninterrupted, and stopped after step 1 then resumed.
+    run_cfg = _config(model_dir, "steps=2", "update.mini_batch_size=8",
+                      "update.micro_batch_size=4", "checkpoint_every=1", "eval.every=2",
+                      "data.val_size=7")
+    train(run_cfg, out_dir / "full", accelerator=acc)
+    train(run_cfg, out_dir / "part", accelerator=acc, stop_after=1)
+    train(run_cfg, out_dir / "part", accelerator=acc)
+    acc.wait_for_everyone()
+    os._exit(0)  # skip gloo's teardown (see test_distributed_update.py)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.distributed
+def test_fsdp_two_processes_match_one_and_resume_exactly(micro_model_dir, tmp_path):
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+
+    from entropyrl.models import load_model_and_tokenizer
+    from entropyrl.policy import response_token_stats
+    from entropyrl.train.metrics import read_metrics
+
+    cfg = _config(micro_model_dir)
+    model, tok = load_model_and_tokenizer(cfg.model)
+    torch.manual_seed(0)
+    roll = HFEngine(model, tok).generate(["12+34=", "5*6=", "99-9=", "7+8="], 4,
+                                         SamplingParams(max_new_tokens=10))
+    st = response_token_stats(model, roll.input_ids, roll.attention_mask, roll.prompt_len,
+                              temperature=1.0, with_entropy=False)
+    adv = (torch.randn(ROWS, 1) * roll.response_mask).contiguous()
+    batch = {"rollout": roll, "old": st.logprobs.detach(), "adv": adv}
+    torch.save(batch, tmp_path / "batch.pt")
+    single, single_metrics, _ = _update(cfg, batch, torch.arange(ROWS), Accelerator(cpu=True))
+
+    mp.spawn(_worker, args=(2, _free_port(), str(micro_model_dir), str(tmp_path / "batch.pt"),
+                            tmp_path), nprocs=2, join=True)
+    two = torch.load(tmp_path / "update.pt", weights_only=False)
+    assert two["cls"].startswith("FSDP")  # the model really was sharded
+    for k, v in single.items():
+        assert torch.allclose(v, two["params"][k], rtol=1e-5, atol=2e-6), k
+    for key in ("loss/total", "loss/selected_frac", "optim/grad_norm"):
+        assert two["metrics"][key] == pytest.approx(single_metrics[key], rel=1e-4, abs=1e-7), key
+    assert single_metrics["loss/selected_frac"] > 0
+
+    # Sharded save (full HF checkpoint + gathered optimizer state) and resume: exact.
+    full, part = tmp_path / "full", tmp_path / "part"
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("time/")}  # noqa: E731
+                          for r in rows]
+    rows = read_metrics(full / "metrics.jsonl")
+    assert strip(read_metrics(part / "metrics.jsonl")) == strip(rows)
+    assert "val/acc" in rows[0] and "val/acc" in rows[1]  # validated on both ranks' slices
+    a = load_file(str(full / "checkpoints" / "step_2" / "model.safetensors"))
+    b = load_file(str(part / "checkpoints" / "step_2" / "model.safetensors"))
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    step2 = full / "checkpoints" / "step_2"
+    reloaded, _ = load_model_and_tokenizer(load_config(None, [f"model.path={step2}"]).model)
+    assert all(torch.equal(v, a[k]) for k, v in reloaded.state_dict().items() if k in a)
