@@ -83,6 +83,12 @@ def make_accelerator(cfg: TrainConfig, *, cpu_fsdp: bool = False) -> Any:
             fsdp_version=2, mixed_precision_policy=policy,
             auto_wrap_policy="transformer_based_wrap" if cpu_fsdp else None,
         )
+    # Each run configures its own precision; accelerate keeps one state per process, so a
+    # second run in the same process (the demo, tests) starts from a fresh one. The process
+    # group (accelerate's PartialState) is kept.
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
     accelerator = Accelerator(cpu=cpu, mixed_precision=mixed, **kwargs)
     if cpu_fsdp:
         _force_fsdp(accelerator, kwargs["fsdp_plugin"])
