@@ -128,6 +128,7 @@ def _train_worker(rank, world, port, out_dir, result_dir):
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
     from accelerate import Accelerator
+
     from entropyrl.train.setup import setup
     from entropyrl.train.step import rl_step
 

@@ -1,6 +1,5 @@
 """bf16 compute keeps fp32 master weights: small updates are not rounded away."""
 
-import torch
 from safetensors.torch import load_file
 
 from entropyrl.config import load_config
