@@ -201,3 +201,36 @@ def test_sampling_params_reach_the_engine():
             lambda texts, rows: [0.0] * len(texts), rollout=cfg.rollout, reward=cfg.reward,
             dist=Dist.single(), pad_token_id=0)
     assert seen == [(3, SamplingParams(max_new_tokens=5, temperature=0.7, top_p=0.9))]
+
+
+def test_generation_is_chunked_within_the_token_budget(micro_model_dir):
+    from entropyrl.models import load_model_and_tokenizer
+    from entropyrl.rollout import HFEngine, plan_chunks
+
+    assert plan_chunks([3, 3, 5, 2], 4, 16) == [(0, 2), (2, 3), (3, 4)]
+    assert plan_chunks([30], 4, 16) == [(0, 1)]  # a row larger than the budget goes alone
+    cfg = load_config(None, [f"model.path={micro_model_dir}", "model.device=cpu"])
+    model, tok = load_model_and_tokenizer(cfg.model)
+    prompts, sampling = ["12+34=", "5*6=", "7+8="], SamplingParams(max_new_tokens=6)
+    sizes = []
+    real = model.generate
+
+    def spy(**kw):
+        sizes.append(kw["input_ids"].shape[0] * (kw["input_ids"].shape[1] + 6))
+        return real(**kw)
+
+    model.generate = spy
+    torch.manual_seed(0)
+    whole = HFEngine(model, tok).generate(prompts, 4, sampling)
+    assert len(sizes) == 1
+    budget = 2 * (max(sizes) // 12 + 1)  # about two rows per call
+    sizes.clear()
+    torch.manual_seed(0)
+    chunked = HFEngine(model, tok, max_batch_tokens=budget).generate(prompts, 4, sampling)
+    assert len(sizes) > 3 and max(sizes) <= budget
+    assert len(chunked) == len(whole) == 12 and chunked.group_ids.tolist() == whole.group_ids.tolist()
+    # Greedy responses do not depend on the chunking.
+    greedy = SamplingParams(max_new_tokens=6, greedy=True)
+    a = HFEngine(model, tok).generate(prompts, 2, greedy)
+    b = HFEngine(model, tok, max_batch_tokens=budget).generate(prompts, 2, greedy)
+    assert a.texts == b.texts and torch.equal(a.response_mask, b.response_mask)

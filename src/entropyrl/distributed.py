@@ -257,3 +257,10 @@ def load_optimizer_state(model: Any, optimizer: torch.optim.Optimizer,
 
     set_optimizer_state_dict(model, optimizer, optim_state_dict=state,
                              options=StateDictOptions(full_state_dict=True))
+
+
+def bf16_fp32_reduce_policy() -> Any:
+    """FSDP2 mixed precision: bf16 compute copies of fp32 sharded masters, fp32 reduction."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)

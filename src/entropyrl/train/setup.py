@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from entropyrl.config import TrainConfig, to_dict
-from entropyrl.distributed import Dist, full_model_state
+from entropyrl.distributed import Dist, bf16_fp32_reduce_policy, full_model_state
 from entropyrl.errors import UserError
 from entropyrl.models import load_model_and_tokenizer, resolve_dtype
 from entropyrl.rollout import HFEngine, RolloutEngine
@@ -74,11 +74,7 @@ def make_accelerator(cfg: TrainConfig, *, cpu_fsdp: bool = False) -> Any:
     mixed = "bf16" if bf16 and cfg.model.master_weights else "no"
     kwargs: dict[str, Any] = {}
     if cpu_fsdp or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
-        from torch.distributed.fsdp import MixedPrecisionPolicy
-
-        policy = None
-        if mixed == "bf16":
-            policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        policy = bf16_fp32_reduce_policy() if mixed == "bf16" else None
         kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(
             fsdp_version=2, mixed_precision_policy=policy,
             auto_wrap_policy="transformer_based_wrap" if cpu_fsdp else None,
