@@ -1,4 +1,5 @@
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -90,7 +91,7 @@ def test_load_shape_offline_failure_is_a_user_error(monkeypatch):
         raise OSError("We couldn't connect to 'https://huggingface.co'")
 
     monkeypatch.setattr(AutoConfig, "from_pretrained", offline)
-    with pytest.raises(UserError, match="could not get the architecture.*local directory"):
+    with pytest.raises(UserError, match=r"could not get the architecture.*local directory"):
         plan.load_shape("someone/unknown-7b")
 
 
@@ -100,13 +101,13 @@ def test_load_shape_offline_failure_is_a_user_error(monkeypatch):
 def test_kv_cache_of_one_chunk_by_hand():
     # prompt 10 + max_new 15 = 25 tokens a row; 100 // 25 = 4 rows;
     # per token 2 (K, V) x 2 layers x 1 kv head x 4 head_dim x 2 bytes (bf16) = 32 bytes.
-    p = plan.memory_plan(TINY, _cfg("rollout.max_batch_tokens=100", "model.dtype=bfloat16"), 1,
-                         False, 10)
+    bf16 = ("model.dtype=bfloat16", "model.master_weights=false")
+    p = plan.memory_plan(TINY, _cfg("rollout.max_batch_tokens=100", *bf16), 1, False, 10)
     assert (p.gen_rows, p.gen_seq) == (4, 25)
     assert plan.kv_bytes_per_token(TINY, 2) == 32
     assert p.kv_cache == 4 * 25 * 32
     # a budget below one row still generates one row
-    one_row = _cfg("rollout.max_batch_tokens=7", "model.dtype=bfloat16")
+    one_row = _cfg("rollout.max_batch_tokens=7", *bf16)
     assert plan.memory_plan(TINY, one_row, 1, False, 10).kv_cache == 25 * 32
     # float32 doubles it
     assert plan.memory_plan(TINY, _cfg("rollout.max_batch_tokens=100"), 1, False, 10).kv_cache == 6400
@@ -142,14 +143,29 @@ def test_fsdp_divides_the_sharded_parts_by_the_world_size():
         assert getattr(ddp, part) == getattr(one, part), part
     n = plan.param_count(TINY)
     assert one.reference == 2 * n  # frozen, in the compute dtype
-    # DDP keeps a flat copy of the gradients; FSDP gathers a full bf16 copy for generate.
+    # DDP keeps a flat copy of the gradients; FSDP gathers a full bf16 copy for generate,
+    # refreshed from the full fp32 state dict.
     assert (one.ddp_buckets, ddp.ddp_buckets, fsdp.ddp_buckets) == (0, ddp.grads, 0)
     assert (ddp.generate_weights, fsdp.generate_weights) == (0, 2 * n)
+    assert (ddp.sync_state, fsdp.sync_state) == (0, 4 * n)
     assert (ddp.autocast_weights, fsdp.autocast_weights) == (2 * n, 0)
     per_unit = plan.root_param_count(TINY) + 2 * plan.layer_param_count(TINY)
     assert fsdp.fsdp_units == 2 * 2 * per_unit and ddp.fsdp_units == 0
-    # activations and the KV cache are per process, not sharded
-    assert fsdp.activations == one.activations and fsdp.kv_cache == one.kv_cache
+    # activations are per process, not sharded
+    assert fsdp.activations == one.activations == ddp.activations
+    # unsharded, generate runs on the fp32 module itself: fp32 KV cache; FSDP's copy is bf16
+    assert (one.engine_dtype, fsdp.engine_dtype) == ("float32", "bfloat16")
+    assert one.kv_cache == 2 * fsdp.kv_cache
+
+
+def test_wrapped_models_score_through_full_logits():
+    cfg = _cfg("model.dtype=bfloat16")
+    tokens = 2 * 25
+    one = plan.memory_plan(TINY, cfg, 1, False, 10)
+    assert not one.full_logits and one.logits == min(tokens, 4096) * TINY.vocab * 4
+    for world, sharded in ((4, False), (4, True), (1, True)):
+        p = plan.memory_plan(TINY, cfg, world, sharded, 10)
+        assert p.full_logits and p.logits == 2 * tokens * TINY.vocab * 2
 
 
 def test_activations_by_hand_with_and_without_checkpointing():
@@ -163,21 +179,27 @@ def test_activations_by_hand_with_and_without_checkpointing():
                             1, False, 10)
     assert full.activations == tokens * (L * layer + head)
     assert ckpt.activations == tokens * (L * c * h + layer + head)
-    assert full.logits == min(tokens, plan.LOGIT_CHUNK_TOKENS) * TINY.vocab * 4
 
 
 def test_phases_hold_their_own_parts_and_the_total_has_the_margin():
-    base = plan.memory_plan(QWEN7B, load_config("paper/qwen2.5-7b-grpo"), 8, True, 512)
-    micro = plan.memory_plan(QWEN7B, load_config("paper/qwen2.5-7b-grpo",
-                                                 ["update.micro_batch_size=1"]), 8, True, 512)
-    kv = plan.memory_plan(QWEN7B, load_config("paper/qwen2.5-7b-grpo",
-                                              ["rollout.max_batch_tokens=8704"]), 8, True, 512)
-    assert micro.rollout == base.rollout and micro.update < base.update
-    assert kv.update == base.update and kv.rollout < base.rollout
+    def plan_of(*overrides):
+        return plan.memory_plan(QWEN7B, load_config("paper/qwen2.5-7b-grpo", overrides), 8,
+                                True, 512)
+
+    base, micro, kv = plan_of(), plan_of("update.micro_batch_size=1"), plan_of(
+        "rollout.max_batch_tokens=8704")
+    assert micro.phase("rollout") == base.phase("rollout")
+    assert micro.phase("update") < base.phase("update")
+    assert kv.phase("update") == base.phase("update")
+    assert kv.phase("rollout") < base.phase("rollout")
+    assert kv.phase("sync") == micro.phase("sync") == base.phase("sync")
     state = base.weights + base.grads + base.optimizer
-    assert base.rollout == state + base.generate_weights + base.kv_cache + base.generate_work
-    assert base.update == state + base.fsdp_units + base.activations + base.logits
-    assert base.total == math.ceil(max(base.rollout, base.update) * 1.1) + 2 * GIB
+    assert base.phase("rollout") == (state + base.generate_weights + base.kv_cache
+                                     + base.generate_work)
+    assert base.phase("sync") == state + base.generate_weights + base.sync_state
+    assert base.phase("update") == state + base.fsdp_units + base.activations + base.logits
+    assert base.peak_phase == "sync"
+    assert base.total == math.ceil(base.phase("sync") * 1.1) + 2 * GIB
 
 
 def test_format_plan_says_estimate_and_verdict():
@@ -207,19 +229,29 @@ def test_refusal_names_the_fix():
     no_ckpt = load_config("paper/qwen2.5-7b-kl-cov", ["model.gradient_checkpointing=false"])
     assert "turn on model.gradient_checkpointing" in plan.refusal(QWEN7B, no_ckpt, 8, True,
                                                                   512, 80 * GIB)
-    assert "use FSDP" in plan.refusal(QWEN7B, cfg, 8, False, 512, 80 * GIB)
-    tight = plan.refusal(QWEN7B, cfg, 8, True, 512, 38 * GIB)
-    assert "lower rollout.max_batch_tokens" not in tight and "micro_batch_size" in tight
+    assert "Fix: use FSDP (accelerate launch --config_file configs/accelerate/fsdp2.yaml" in (
+        plan.refusal(QWEN7B, cfg, 8, False, 512, 80 * GIB))
+    assert "Fix: raise the number of processes to 8 with FSDP." in plan.refusal(
+        QWEN7B, cfg, 1, False, 512, 80 * GIB)
+    # the weight sync holds 61 GiB (bf16 copy) + 122 GiB (fp32 state dict) whatever the world
+    message = plan.refusal(QWEN32B, load_config("paper/qwen2.5-32b-kl-cov"), 32, True, 512,
+                           80 * GIB)
+    assert "(sync phase: full state dict for the sync (fp32) 122.05 GiB" in message
+    assert "the weight sync holds" in message and "use devices with more memory" in message
+    small = plan.KNOWN_SHAPES["Qwen/Qwen2.5-1.5B"]
+    assert "Fix: lower update.micro_batch_size to 2; or raise the number of processes to 2" in (
+        plan.refusal(small, cfg, 1, False, 512, 40 * GIB))
+    fixed = load_config("paper/qwen2.5-7b-kl-cov", ["update.micro_batch_size=2"])
+    assert plan.memory_plan(small, fixed, 1, False, 512).total <= 40 * GIB
+    assert plan.memory_plan(small, cfg, 1, False, 512).total > 40 * GIB
     kv = load_config("paper/qwen2.5-7b-kl-cov", ["rollout.max_batch_tokens=1000000"])
     assert plan.memory_plan(QWEN7B, kv, 8, True, 512).total > 80 * GIB
-    assert "Fix: lower rollout.max_batch_tokens to 513536 (59 row(s)" in plan.refusal(
-        QWEN7B, kv, 8, True, 512, 80 * GIB)
-    fixed = load_config("paper/qwen2.5-7b-kl-cov", ["rollout.max_batch_tokens=513536"])
-    assert plan.memory_plan(QWEN7B, fixed, 8, True, 512).total <= 80 * GIB
-    fixed = load_config("paper/qwen2.5-7b-kl-cov", ["rollout.max_batch_tokens=522240"])
-    assert plan.memory_plan(QWEN7B, fixed, 8, True, 512).total > 80 * GIB
-    fixed = load_config("paper/qwen2.5-7b-kl-cov", ["update.micro_batch_size=2"])
-    assert plan.memory_plan(QWEN7B, fixed, 8, True, 512).total <= 38 * GIB
+    message = plan.refusal(QWEN7B, kv, 8, True, 512, 80 * GIB)
+    tokens = int(re.search(r"Fix: lower rollout.max_batch_tokens to (\d+) \(", message)[1])
+    assert tokens % 8704 == 0  # whole rows of prompt + max_new_tokens
+    for value, fits in ((tokens, True), (tokens + 8704, False)):  # the largest that fits
+        fixed = load_config("paper/qwen2.5-7b-kl-cov", [f"rollout.max_batch_tokens={value}"])
+        assert (plan.memory_plan(QWEN7B, fixed, 8, True, 512).total <= 80 * GIB) == fits
 
 
 def test_check_world_repeats_the_trainers_rules():
@@ -294,7 +326,7 @@ def test_impossible_plan_exits_2_with_the_fix_and_no_traceback():
     script = Path(sys.executable).with_name("entropyrl")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "entropyrl.cli.main"]
     proc = subprocess.run(
-        [*command, "train", "--config", "paper/qwen2.5-32b-kl-cov", "--dry-run",
+        [*command, "train", "--config", "paper/qwen2.5-7b-kl-cov", "--dry-run",
          "--world-size", "1", "--device-memory", "80GiB", "--sharding", "none"],
         capture_output=True, text=True, check=False, timeout=120,
     )
@@ -303,3 +335,13 @@ def test_impossible_plan_exits_2_with_the_fix_and_no_traceback():
     assert "does not fit in memory" in proc.stderr and "Fix:" in proc.stderr
     assert "raise the number of processes" in proc.stderr and "with FSDP" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_dry_run_refuses_exactly_when_the_total_exceeds_the_device(monkeypatch, capsys):
+    _no_loading(monkeypatch)
+    total = plan.memory_plan(QWEN7B, load_config("paper/qwen2.5-7b-grpo"), 8, True, 512).total
+    args = ["train", "-c", "paper/qwen2.5-7b-grpo", "--dry-run", "--world-size", "8",
+            "--sharding", "fsdp", "--device-memory"]
+    assert main([*args, f"{total}B"]) == 0
+    assert main([*args, f"{total - 1}B"]) == 2
+    assert "Fix: raise the number of processes to 16." in capsys.readouterr().err  # sync-bound

@@ -83,7 +83,9 @@ def dry_run(cfg: Any, args: argparse.Namespace) -> int:
     from entropyrl.tasks import check_data
 
     check_data(cfg.data)
-    world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE") or 1)
+    world = args.world_size
+    if world is None:
+        world = int(os.environ.get("WORLD_SIZE") or 1)
     if world < 1 or args.prompt_tokens < 1:
         raise UserError("--world-size and --prompt-tokens: expected positive integers.")
     sharding = args.sharding or (

@@ -1,0 +1,506 @@
+"""Per-device memory plan of a training run, computed from the architecture without any weights.
+
+``entropyrl train --dry-run`` uses it to tell, before any download, whether a run fits. All
+sizes are bytes per device (per process); everything is an *estimate* (docs/plan.md lists the
+formulas and assumptions). Legend: ``P`` parameters, ``L`` layers, ``h`` hidden size, ``i``
+MLP intermediate size, ``V`` vocabulary, ``c`` bytes of the compute dtype, ``s`` bytes of the
+stored (master) weights, ``W`` processes the state is sharded over (1 without FSDP).
+
+The phases of a step never overlap; the plan's peak is the largest (:data:`PHASES`):
+
+- **rollout**: model state + the engine's weights + the KV cache of one generation chunk;
+- **sync** (FSDP only): model state + the engine's copy + the gathered full state dict;
+- **update**: model state + activations and logits of one micro-batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from entropyrl.config import TrainConfig
+from entropyrl.errors import UserError
+
+GIB = 2**30
+MARGIN = 0.10  # relative margin on the estimate
+OVERHEAD = 2 * GIB  # CUDA context, NCCL buffers, allocator fragmentation
+LOGIT_CHUNK_TOKENS = 4096  # rows of one fp32 [rows, V] logits chunk of the log-prob path
+FSDP_CONFIG = "configs/accelerate/fsdp2.yaml"
+_ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+class ModelShape(NamedTuple):
+    """The architecture numbers of a dense Qwen2/Qwen3/Llama/Mistral-style decoder."""
+
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    tied: bool  # LM head shares the embedding matrix
+    qkv_bias: bool = False  # Qwen2 has biases on q/k/v
+    qk_norm: bool = False  # Qwen3 has RMSNorms (head_dim) on q and k
+    dtype: str = "bfloat16"  # the checkpoint's own dtype (model.dtype=auto)
+
+
+def _qwen25(layers: int, hidden: int, heads: int, kv: int, inter: int, vocab: int,
+            tied: bool) -> ModelShape:  # fmt: skip
+    return ModelShape(layers, hidden, heads, kv, hidden // heads, inter, vocab, tied, True)
+
+
+# Published config.json numbers of common hub ids, so that planning needs no network.
+# Parameter counts (param_count): 0.49 B, 1.54 B, 3.09 B, 7.62 B, 14.77 B, 32.76 B, 72.71 B.
+_QWEN25 = {
+    "0.5B": _qwen25(24, 896, 14, 2, 4864, 151936, True),
+    "1.5B": _qwen25(28, 1536, 12, 2, 8960, 151936, True),
+    "3B": _qwen25(36, 2048, 16, 2, 11008, 151936, True),
+    "7B": _qwen25(28, 3584, 28, 4, 18944, 152064, False),
+    "14B": _qwen25(48, 5120, 40, 8, 13824, 152064, False),
+    "32B": _qwen25(64, 5120, 40, 8, 27648, 152064, False),
+    "72B": _qwen25(80, 8192, 64, 8, 29568, 152064, False),
+}
+KNOWN_SHAPES: dict[str, ModelShape] = {
+    **{f"Qwen/Qwen2.5-{size}": shape for size, shape in _QWEN25.items()},
+    **{f"Qwen/Qwen2.5-{size}-Instruct": shape for size, shape in _QWEN25.items()},
+    "Qwen/Qwen2.5-Math-7B": _QWEN25["7B"],
+    "Qwen/Qwen2.5-Math-7B-Instruct": _QWEN25["7B"],
+}
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def layer_param_count(shape: ModelShape) -> int:
+    """Parameters of one decoder layer.
+
+    ``q: h·(H·d)``, ``k, v: h·(K·d)`` each (+ their biases for Qwen2), ``o: (H·d)·h``,
+    ``gate, up, down: 3·h·i``, two RMSNorms ``2·h`` (+ ``2·d`` for Qwen3's q/k norms), with
+    ``H`` heads, ``K`` key-value heads and ``d`` the head dimension.
+    """
+    q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    attn = shape.hidden * (q + 2 * kv) + q * shape.hidden
+    if shape.qkv_bias:
+        attn += q + 2 * kv
+    norms = 2 * shape.hidden + (2 * shape.head_dim if shape.qk_norm else 0)
+    return attn + 3 * shape.hidden * shape.intermediate + norms
+
+
+def root_param_count(shape: ModelShape) -> int:
+    """Parameters outside the layers: embeddings ``V·h``, final norm ``h``, LM head ``V·h``."""
+    embed = shape.vocab * shape.hidden
+    return embed + shape.hidden + (0 if shape.tied else embed)
+
+
+def param_count(shape: ModelShape) -> int:
+    """Total parameters ``P = L·layer + root`` (a tied LM head counted once)."""
+    return shape.layers * layer_param_count(shape) + root_param_count(shape)
+
+
+# ----------------------------------------------------------------------------- per token
+
+
+def kv_bytes_per_token(shape: ModelShape, itemsize: int) -> int:
+    """KV cache of one token: ``2 (K and V) · L · K · d · c``."""
+    return 2 * shape.layers * shape.kv_heads * shape.head_dim * itemsize
+
+
+def layer_activation_bytes(shape: ModelShape, itemsize: int) -> int:
+    """Tensors one decoder layer saves for backward, per token: ``c·(8h + 4i) + 8h``.
+
+    Counted for HF Qwen2/Llama with a fused (SDPA/flash) attention kernel, so no ``T²`` scores:
+    each RMSNorm keeps its fp32 upcast (``4h``) and its output (``c·h``); the q/k/v input
+    (``c·h``); attention's q, k, v (k, v repeated to all heads) and output (``4·c·h``); the
+    gate/up input (``c·h``); gate, up, SiLU(gate) and their product (``4·c·i``).
+    """
+    h, i = shape.hidden, shape.intermediate
+    return itemsize * (8 * h + 4 * i) + 8 * h
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryPlan:
+    """Bytes per device of each part, and what they were computed for (see :data:`PHASES`).
+
+    Model state: ``weights``, ``grads`` (still allocated from the last update while the next
+    rollout runs), ``optimizer`` (``P·s/W``, ``P·s/W``, ``2·P·s/W``), ``reference`` (``P·c/W``),
+    ``ddp_buckets`` (DDP's flat copy of the gradients, ``P·s``). Rollout: ``generate_weights``
+    (under FSDP the HF engine's full copy, ``P·c``), ``kv_cache``, ``generate_work``. Sync:
+    ``sync_state`` (the full state dict gathered on every device to refresh that copy,
+    ``P·s``). Update: ``autocast_weights`` (the ``c`` casts of fp32 master weights that
+    autocast saves for backward, unsharded), ``fsdp_units`` (unsharded parameters and
+    gradients of the root and two layers), ``activations``, ``logits``.
+    """
+
+    weights: int
+    grads: int
+    optimizer: int
+    reference: int
+    ddp_buckets: int
+    generate_weights: int
+    kv_cache: int
+    generate_work: int
+    sync_state: int
+    autocast_weights: int
+    fsdp_units: int
+    activations: int
+    logits: int
+    params: int
+    world: int
+    sharded: bool
+    compute_dtype: str
+    state_dtype: str
+    engine_dtype: str  # what generate runs in: the FSDP copy's dtype, or the module's own
+    checkpointing: bool
+    full_logits: bool  # a wrapped model (DDP, FSDP) scores through its forward: [B, T, V]
+    micro_tokens: int  # rows x (prompt + max_new_tokens) of one micro-batch
+    gen_rows: int  # rows of one generation chunk
+    gen_seq: int  # prompt + max_new_tokens of a generated row
+    vocab: int
+
+    def phase(self, name: str) -> int:
+        """Sum of the parts live in phase ``name`` (a key of :data:`PHASES`)."""
+        return sum(getattr(self, part) for part in PHASES[name])
+
+    @property
+    def peak_phase(self) -> str:
+        """The phase that needs the most memory."""
+        return max(PHASES, key=self.phase)
+
+    @property
+    def total(self) -> int:
+        """The largest phase with the margin and the framework overhead: ``max·1.1 + 2 GiB``."""
+        return _with_margin(self.phase(self.peak_phase))
+
+
+_STATE = ("weights", "grads", "optimizer", "reference", "ddp_buckets")
+# The phases of a step never overlap; the plan's peak is the largest.
+PHASES: dict[str, tuple[str, ...]] = {
+    "rollout": (*_STATE, "generate_weights", "kv_cache", "generate_work"),
+    "sync": (*_STATE, "generate_weights", "sync_state"),
+    "update": (*_STATE, "autocast_weights", "fsdp_units", "activations", "logits"),
+}
+
+
+def _with_margin(nbytes: int) -> int:
+    return math.ceil(nbytes * (1 + MARGIN)) + OVERHEAD
+
+
+def memory_plan(
+    shape: ModelShape, cfg: TrainConfig, world: int, sharded: bool, prompt_tokens: int
+) -> MemoryPlan:
+    """Per-device memory of ``cfg`` on ``world`` processes (FSDP full sharding if ``sharded``).
+
+    The compute dtype ``c`` is ``model.dtype`` (``auto``: the checkpoint's). With a 16-bit
+    compute dtype and ``model.master_weights`` the weights, gradients and AdamW state are fp32
+    (``s = 4``), else ``s = c``. A micro-batch has ``update.micro_batch_size`` rows of
+    ``T = prompt_tokens + rollout.max_new_tokens`` tokens; its activations are, per token,
+    ``L·c·h + layer`` with gradient checkpointing (one saved hidden state per layer, one layer
+    recomputed) or ``L·layer`` without (``layer`` = :func:`layer_activation_bytes`), plus the
+    final norm and the hidden-state gradient (``4h + 2·c·h``). Logits: a wrapped model (DDP or
+    FSDP) is scored through its own forward, so ``[B, T, V]`` logits and then their gradient
+    (``2·B·T·V·c``) exist; one process unsharded computes them from hidden states in chunks
+    (one fp32 chunk of ``min(B·T, 4096)`` rows counted). A generation chunk has
+    ``max(1, ⌊rollout.max_batch_tokens / T_gen⌋)`` rows of ``T_gen = prompt_tokens +
+    max(rollout.max_new_tokens, eval.max_new_tokens)`` tokens (:func:`kv_bytes_per_token`
+    each, in the engine's dtype), plus the prefill of one layer and fp32 sampling buffers.
+    """
+    if world < 1 or prompt_tokens < 1:
+        raise ValueError(f"expected world, prompt_tokens >= 1, got {world}, {prompt_tokens}")
+    compute = shape.dtype if cfg.model.dtype == "auto" else cfg.model.dtype
+    c = _ITEMSIZE[compute]
+    master = c == 2 and cfg.model.master_weights
+    s = 4 if master else c
+    e = c if sharded else s  # unsharded, generate runs on the module's own weights
+    shards = world if sharded else 1
+    p, h, v = param_count(shape), shape.hidden, shape.vocab
+    grads = math.ceil(p * s / shards)
+    layer = layer_activation_bytes(shape, c)
+    ckpt = cfg.model.gradient_checkpointing
+    micro_tokens = cfg.update.micro_batch_size * (prompt_tokens + cfg.rollout.max_new_tokens)
+    per_token = shape.layers * c * h + layer if ckpt else shape.layers * layer
+    per_token += 4 * h + 2 * c * h
+    full_logits = sharded or world > 1
+    new = max(cfg.rollout.max_new_tokens, cfg.eval.max_new_tokens if cfg.eval.every else 0)
+    gen_seq = prompt_tokens + new
+    rows = max(1, cfg.rollout.max_batch_tokens // gen_seq)
+    return MemoryPlan(
+        weights=grads,
+        grads=grads,
+        optimizer=2 * grads,
+        reference=math.ceil(p * c / shards) if cfg.loss.ref_kl_coef > 0 else 0,
+        ddp_buckets=grads if world > 1 and not sharded else 0,
+        generate_weights=p * c if sharded else 0,
+        kv_cache=rows * gen_seq * kv_bytes_per_token(shape, e),
+        # prefill of one layer (no grad: freed layer by layer) + fp32 logits, probs, sort
+        generate_work=rows * prompt_tokens * layer_activation_bytes(shape, e) + rows * v * 16,
+        # distributed.full_model_state: get_model_state_dict(full_state_dict=True) on device
+        sync_state=p * s if sharded else 0,
+        autocast_weights=p * c if master and not sharded else 0,
+        fsdp_units=2 * c * (root_param_count(shape) + 2 * layer_param_count(shape))
+        if sharded else 0,
+        activations=micro_tokens * per_token,
+        logits=2 * micro_tokens * v * c if full_logits
+        else min(micro_tokens, LOGIT_CHUNK_TOKENS) * v * 4,
+        params=p, world=world, sharded=sharded, compute_dtype=compute,
+        state_dtype="float32" if s == 4 else compute, engine_dtype="float32" if e == 4 else compute,
+        checkpointing=ckpt, full_logits=full_logits, micro_tokens=micro_tokens, gen_rows=rows,
+        gen_seq=gen_seq, vocab=v,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def format_bytes(nbytes: int) -> str:
+    """``12.34 GiB`` (or MiB / KiB below a GiB / MiB)."""
+    for unit, size in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= size:
+            return f"{nbytes / size:.2f} {unit}"
+    return f"{nbytes} B"
+
+
+def _labels(plan: MemoryPlan) -> dict[str, str]:
+    s, c, e = (_short(d) for d in (plan.state_dtype, plan.compute_dtype, plan.engine_dtype))
+    part = f", 1/{plan.world}" if plan.sharded else ""
+    ckpt = "checkpointed" if plan.checkpointing else "no checkpointing"
+    logits = (f"logits + their gradient ({plan.micro_tokens} x {plan.vocab}, {c})"
+              if plan.full_logits else
+              f"logits chunk ({min(plan.micro_tokens, LOGIT_CHUNK_TOKENS)} x {plan.vocab}, fp32)")
+    return {
+        "weights": f"weights ({s}{part})",
+        "grads": f"gradients ({s}{part})",
+        "optimizer": f"AdamW state (2 x {s}{part})",
+        "reference": f"reference model ({c}{part})",
+        "ddp_buckets": f"DDP gradient buckets ({s})",
+        "generate_weights": f"full weights for generate ({c}, gathered)",
+        "kv_cache": f"KV cache ({plan.gen_rows} rows x {plan.gen_seq} tokens, {e})",
+        "generate_work": "generate working set",
+        "sync_state": f"full state dict for the sync ({s})",
+        "autocast_weights": f"autocast weight copies ({c})",
+        "fsdp_units": f"FSDP unsharded units ({c} params + grads)",
+        "activations": f"activations ({plan.micro_tokens} tokens, {ckpt})",
+        "logits": logits,
+    }  # fmt: skip
+
+
+def _top_parts(plan: MemoryPlan, n: int = 3) -> list[str]:
+    """The ``n`` biggest nonzero parts of the peak phase."""
+    parts = sorted(PHASES[plan.peak_phase], key=lambda part: -getattr(plan, part))
+    return [part for part in parts[:n] if getattr(plan, part)]
+
+
+def format_plan(plan: MemoryPlan, device_bytes: int) -> str:
+    """The plan as an aligned text table: one row per part, a column per phase, the verdict."""
+    labels = _labels(plan)
+    phases = [name for name in PHASES if name != "sync" or plan.sync_state]
+    names = [n for n in dict.fromkeys(n for ph in phases for n in PHASES[ph]) if getattr(plan, n)]
+    rows = [[labels[n], *(format_bytes(getattr(plan, n)) if n in PHASES[ph] else "-"
+                          for ph in phases)] for n in names]  # fmt: skip
+    rows.append(["sum", *(format_bytes(plan.phase(ph)) for ph in phases)])
+    width = max(len(r[0]) for r in rows)
+    count = f"{plan.params / 1e9:.2f} B" if plan.params >= 1e8 else f"{plan.params / 1e6:.2f} M"
+    shard = f"FSDP over {plan.world}" if plan.sharded else f"not sharded, {plan.world} process(es)"
+    lines = [
+        f"Memory plan per device (an estimate, see docs/plan.md): {count} parameters, "
+        f"{shard}, compute {plan.compute_dtype}, weights {plan.state_dtype}",
+        f"{'part':<{width}}" + "".join(f"  {ph:>10}" for ph in phases),
+    ]
+    lines += [f"{r[0]:<{width}}" + "".join(f"  {x:>10}" for x in r[1:]) for r in rows]
+    verdict = "fits" if plan.total <= device_bytes else "DOES NOT FIT"
+    lines.append(
+        f"total = largest phase ({plan.peak_phase}) x {1 + MARGIN:g} + {OVERHEAD // GIB} GiB "
+        f"overhead: {format_bytes(plan.total)} of {format_bytes(device_bytes)} per device: "
+        f"{verdict} (headroom {format_bytes(max(device_bytes - plan.total, 0))})"
+    )
+    return "\n".join(lines)
+
+
+def plan_summary(plan: MemoryPlan, device_bytes: int) -> str:
+    """One line: total vs device, the peak phase and its three biggest parts."""
+    labels = _labels(plan)
+    parts = ", ".join(f"{labels[n].split(' (')[0]} {getattr(plan, n) / GIB:.1f}"
+                      for n in _top_parts(plan))  # fmt: skip
+    return (f"{plan.total / GIB:.1f} of {device_bytes / GIB:.0f} GiB per device "
+            f"(peak: {plan.peak_phase}; {parts} GiB)")  # fmt: skip
+
+
+def _short(dtype: str) -> str:
+    return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(dtype, dtype)
+
+
+# ----------------------------------------------------------------------------- checks and fixes
+
+
+def check_world(cfg: TrainConfig, world: int) -> None:
+    """The trainer's rules on the number of processes (raised at launch, checked here first)."""
+    if cfg.rollout.n_prompts % world:
+        raise UserError(f"rollout.n_prompts ({cfg.rollout.n_prompts}) must be divisible by "
+                        f"the number of processes ({world}).")  # fmt: skip
+    if cfg.update.mini_batch_size % (world * cfg.update.micro_batch_size):
+        raise UserError(
+            f"update.mini_batch_size ({cfg.update.mini_batch_size}) must be divisible by "
+            f"processes x update.micro_batch_size ({world} x {cfg.update.micro_batch_size})."
+        )
+
+
+def _fits(nbytes: int, device: int) -> bool:
+    return _with_margin(nbytes) <= device
+
+
+def _shrink(shape: ModelShape, cfg: TrainConfig, world: int, sharded: bool, prompt: int,
+            device: int) -> list[str] | None:  # fmt: skip
+    """The memory-only changes (fewest first) that make the plan fit, or None if none does.
+
+    Rollout: lower ``rollout.max_batch_tokens`` a row at a time. Update: at each micro-batch
+    size from the current one down (valid for ``world``), first as configured, then with
+    gradient checkpointing on.
+    """
+    if cfg.rollout.n_prompts % world:
+        return None
+    plan, changes = memory_plan(shape, cfg, world, sharded, prompt), []
+    if not _fits(plan.phase("sync"), device):  # no knob but the world size shrinks it
+        return None
+    if not _fits(plan.phase("rollout"), device):
+        for rows in range(plan.gen_rows - 1, 0, -1):
+            trial = _replace(cfg, "rollout", max_batch_tokens=rows * plan.gen_seq)
+            rollout = trial and memory_plan(shape, trial, world, sharded, prompt).phase("rollout")
+            if rollout and _fits(rollout, device):
+                changes.append(f"lower rollout.max_batch_tokens to {rows * plan.gen_seq} "
+                               f"({rows} row(s) of {plan.gen_seq} tokens)")  # fmt: skip
+                break
+        else:
+            return None
+    micro, ckpt = cfg.update.micro_batch_size, cfg.model.gradient_checkpointing
+    for m in range(micro, 0, -1):
+        for on in dict.fromkeys((ckpt, True)):
+            trial = _replace(cfg, "update", micro_batch_size=m)
+            trial = trial and _replace(trial, "model", gradient_checkpointing=on)
+            if (trial is None or cfg.update.mini_batch_size % (world * m)
+                    or not _fits(memory_plan(shape, trial, world, sharded, prompt).phase("update"),
+                                 device)):
+                continue
+            changes += ["turn on model.gradient_checkpointing"] if on != ckpt else []
+            return changes + ([f"lower update.micro_batch_size to {m}"] if m < micro else [])
+    return None
+
+
+def _replace(cfg: TrainConfig, section: str, **values: Any) -> TrainConfig | None:
+    """``cfg`` with ``section.field = value`` changed, or None if that config is invalid."""
+    try:
+        new = dataclasses.replace(getattr(cfg, section), **values)
+        return dataclasses.replace(cfg, **{section: new})
+    except ValueError:
+        return None
+
+
+def refusal(shape: ModelShape, cfg: TrainConfig, world: int, sharded: bool, prompt_tokens: int,
+            device_bytes: int) -> str:  # fmt: skip
+    """One paragraph: what does not fit, and the smallest memory-only changes that would fit."""
+    plan = memory_plan(shape, cfg, world, sharded, prompt_tokens)
+    labels = _labels(plan)
+    parts = ", ".join(f"{labels[n]} {format_bytes(getattr(plan, n))}" for n in _top_parts(plan))
+    text = (f"the run does not fit in memory: the plan needs {format_bytes(plan.total)} per "
+            f"device ({plan.peak_phase} phase: {parts}) but the device has "
+            f"{format_bytes(device_bytes)}.")  # fmt: skip
+    fsdp = (f"use FSDP (accelerate launch --config_file {FSDP_CONFIG} --num_processes {world} "
+            "...; plan it with --sharding fsdp)")  # fmt: skip
+    fixes = []
+    same = _shrink(shape, cfg, world, sharded, prompt_tokens, device_bytes)
+    if same is None and not sharded:
+        same = _shrink(shape, cfg, world, True, prompt_tokens, device_bytes)
+        same = None if same is None else [fsdp, *same]
+    if same is not None:
+        fixes.append(" and ".join(same) or "none needed, the plan fits")
+    if same is None or any("micro_batch" in c for c in same):  # more processes keep the batch
+        for more in range(world + 1, 1025):
+            found = _shrink(shape, cfg, more, True, prompt_tokens, device_bytes)
+            if found is not None:
+                with_fsdp = "" if sharded else " with FSDP"
+                fixes.append(" and ".join([f"raise the number of processes to {more}{with_fsdp}",
+                                           *found]))  # fmt: skip
+                break
+    if fixes:
+        return f"{text} Fix: {'; or '.join(fixes)}."
+    why = "" if plan.peak_phase != "sync" else (
+        " (the weight sync holds the gathered full state dict and the engine's full copy on "
+        "every device, whatever the number of processes)")
+    return (f"{text} No change of processes (up to 1024), FSDP, update.micro_batch_size, "
+            f"rollout.max_batch_tokens or gradient checkpointing makes it fit{why}: use devices "
+            "with more memory (plan for them with --device-memory) or a smaller model.")
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def parse_memory(text: str) -> int:
+    """Bytes of a size like ``80GiB``, ``80GB``, ``141 GiB`` or ``80`` (GiB)."""
+    units = {"": GIB, "b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20,
+             "gb": 10**9, "gib": GIB, "tb": 10**12, "tib": 2**40}  # fmt: skip
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    if match is None or match[2].lower() not in units or float(match[1]) <= 0:
+        raise UserError(f"--device-memory: expected a size like 80GiB, 80GB or '141 GiB' (a bare "
+                        f"number is GiB), got {text!r}.")  # fmt: skip
+    return int(float(match[1]) * units[match[2].lower()])
+
+
+_DENSE_TYPES = ("qwen2", "qwen3", "llama", "mistral")
+
+
+def shape_from_config(config: dict[str, Any]) -> ModelShape:
+    """A :class:`ModelShape` from a Hugging Face ``config.json`` mapping."""
+    kind = config.get("model_type")
+    if kind not in _DENSE_TYPES:
+        raise UserError(f"the dry-run plans dense {'/'.join(_DENSE_TYPES)} models; model_type "
+                        f"{kind!r} is not one of them.")  # fmt: skip
+    try:
+        hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+        dtype = str(config.get("torch_dtype") or config.get("dtype") or "float32")
+        return ModelShape(
+            layers=int(config["num_hidden_layers"]), hidden=hidden, heads=heads,
+            kv_heads=int(config.get("num_key_value_heads") or heads),
+            head_dim=int(config.get("head_dim") or hidden // heads),
+            intermediate=int(config["intermediate_size"]), vocab=int(config["vocab_size"]),
+            tied=bool(config.get("tie_word_embeddings", False)),
+            qkv_bias=kind == "qwen2" or bool(config.get("attention_bias", False)),
+            qk_norm=kind == "qwen3",
+            dtype=dtype.removeprefix("torch.") if dtype.removeprefix("torch.") in _ITEMSIZE
+            else "float32",
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"config.json: missing or bad architecture field {err}.") from None
+
+
+def load_shape(path: str) -> tuple[ModelShape, str]:
+    """The architecture of ``path`` and where it came from, without loading any weights.
+
+    A local directory's ``config.json``, else :data:`KNOWN_SHAPES`, else
+    ``AutoConfig.from_pretrained`` (downloads config.json only).
+    """
+    if Path(path).is_dir():
+        file = Path(path) / "config.json"
+        try:
+            return shape_from_config(json.loads(file.read_text())), str(file)
+        except (OSError, json.JSONDecodeError) as err:
+            raise UserError(f"cannot read the architecture from {file}: {err}. Point "
+                            "model.path at a Hugging Face checkpoint directory.") from None
+    if path in KNOWN_SHAPES:
+        return KNOWN_SHAPES[path], f"{path} (built-in table of published configs)"
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(path).to_dict()
+    except (OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"the dry-run could not get the architecture of {path!r} ({first}). Give "
+            "model.path as a local directory holding the model's config.json (the weights are "
+            "not needed), or run where the Hugging Face hub is reachable."
+        ) from None
+    return shape_from_config(config), f"{path} (config.json from the hub)"
