@@ -11,7 +11,7 @@ the maths modules (selection, batch metrics) run unchanged without a process gro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -229,6 +229,17 @@ def full_model_state(model: Any) -> dict[str, torch.Tensor]:
 
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def full_parameters(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, full tensor)`` one parameter at a time (a collective per sharded parameter).
+
+    Every rank must consume the whole iterator in the same order. Peak extra memory is one
+    full parameter, where a full state dict would hold the whole model at once.
+    """
+    for name, p in model.named_parameters():
+        full = p.full_tensor() if type(p).__name__ == "DTensor" else p
+        yield name, full.detach()
 
 
 def optimizer_state(model: Any, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -13,7 +13,7 @@ that :meth:`HFEngine.sync_weights` refreshes from the trainer's gathered state d
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -52,13 +52,13 @@ class HFEngine:
         model: a causal LM (Hugging Face ``PreTrainedModel``), unwrapped.
         tokenizer: its tokenizer (pad and eos set).
         max_batch_tokens: the budget of one ``generate`` call, in sequence tokens.
-        gather: when the engine holds its own copy of the weights, the function that returns
-            the trainer's full state dict (a collective under sharding); None when ``model``
-            is the trained module itself.
+        gather: when the engine holds its own copy of the weights, the function that yields
+            the trainer's full parameters ``(name, tensor)`` (collectives under sharding);
+            None when ``model`` is the trained module itself.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, max_batch_tokens: int = 65536,
-                 gather: Callable[[Any], dict[str, torch.Tensor]] | None = None):
+                 gather: Callable[[Any], Iterable[tuple[str, torch.Tensor]]] | None = None):
         if max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens: expected >= 1, got {max_batch_tokens}")
         self.model = model
@@ -116,11 +116,18 @@ class HFEngine:
                                   generation_config=config)
         return out[:, width:].tolist()
 
+    @torch.no_grad()
     def sync_weights(self, model: Any) -> None:
-        """Load ``model``'s parameters into the engine's copy (nothing to do when shared)."""
+        """Copy ``model``'s parameters into the engine's copy (nothing to do when shared).
+
+        Parameters arrive one at a time from ``gather`` and are cast into place, so the
+        refresh needs one full parameter of extra memory, not a full state dict.
+        """
         if self._gather is None:
             return
-        self.model.load_state_dict(self._gather(model))
+        own = dict(self.model.named_parameters())
+        for name, full in self._gather(model):
+            own[name].copy_(full)
 
     def close(self) -> None:
         """Drop the reference to the model."""

@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from entropyrl.config import TrainConfig, to_dict
-from entropyrl.distributed import Dist, bf16_fp32_reduce_policy, full_model_state
+from entropyrl.distributed import Dist, bf16_fp32_reduce_policy, full_parameters
 from entropyrl.errors import UserError
 from entropyrl.models import load_model_and_tokenizer, resolve_dtype
 from entropyrl.rollout import HFEngine, RolloutEngine
@@ -171,6 +171,6 @@ def make_engine(cfg: TrainConfig, learner: Learner, tokenizer: Any) -> RolloutEn
     copy = AutoModelForCausalLM.from_config(policy.config, dtype=dtype)
     copy.to(learner.accelerator.device).requires_grad_(False)
     engine = HFEngine(copy, tokenizer, max_batch_tokens=cfg.rollout.max_batch_tokens,
-                      gather=full_model_state)
+                      gather=full_parameters)
     engine.sync_weights(learner.model)
     return engine
