@@ -144,10 +144,10 @@ def test_fsdp_divides_the_sharded_parts_by_the_world_size():
     n = plan.param_count(TINY)
     assert one.reference == 2 * n  # frozen, in the compute dtype
     # DDP keeps a flat copy of the gradients; FSDP gathers a full bf16 copy for generate,
-    # refreshed from the full fp32 state dict.
+    # refreshed one full fp32 parameter at a time (the largest: the embedding).
     assert (one.ddp_buckets, ddp.ddp_buckets, fsdp.ddp_buckets) == (0, ddp.grads, 0)
     assert (ddp.generate_weights, fsdp.generate_weights) == (0, 2 * n)
-    assert (ddp.sync_state, fsdp.sync_state) == (0, 4 * n)
+    assert (ddp.sync_state, fsdp.sync_state) == (0, 4 * TINY.vocab * TINY.hidden)
     assert (ddp.autocast_weights, fsdp.autocast_weights) == (2 * n, 0)
     per_unit = plan.root_param_count(TINY) + 2 * plan.layer_param_count(TINY)
     assert fsdp.fsdp_units == 2 * 2 * per_unit and ddp.fsdp_units == 0
@@ -198,8 +198,8 @@ def test_phases_hold_their_own_parts_and_the_total_has_the_margin():
                                      + base.generate_work)
     assert base.phase("sync") == state + base.generate_weights + base.sync_state
     assert base.phase("update") == state + base.fsdp_units + base.activations + base.logits
-    assert base.peak_phase == "sync"
-    assert base.total == math.ceil(base.phase("sync") * 1.1) + 2 * GIB
+    assert base.peak_phase == "update"
+    assert base.total == math.ceil(base.phase("update") * 1.1) + 2 * GIB
 
 
 def test_format_plan_says_estimate_and_verdict():
@@ -231,13 +231,18 @@ def test_refusal_names_the_fix():
                                                                   512, 80 * GIB)
     assert "Fix: use FSDP (accelerate launch --config_file configs/accelerate/fsdp2.yaml" in (
         plan.refusal(QWEN7B, cfg, 8, False, 512, 80 * GIB))
-    assert "Fix: raise the number of processes to 8 with FSDP." in plan.refusal(
+    assert "Fix: raise the number of processes to 4 with FSDP." in plan.refusal(
         QWEN7B, cfg, 1, False, 512, 80 * GIB)
-    # the weight sync holds 61 GiB (bf16 copy) + 122 GiB (fp32 state dict) whatever the world
+    # generation holds the 61 GiB bf16 copy whatever the world: 32 x 80 GiB needs 128
+    # processes, smaller rollout chunks and micro-batches
     message = plan.refusal(QWEN32B, load_config("paper/qwen2.5-32b-kl-cov"), 32, True, 512,
                            80 * GIB)
-    assert "(sync phase: full state dict for the sync (fp32) 122.05 GiB" in message
-    assert "the weight sync holds" in message and "use devices with more memory" in message
+    assert "(rollout phase: full weights for generate (bf16, gathered) 61.03 GiB" in message
+    assert "raise the number of processes to 128" in message
+    copy_bound = plan.refusal(QWEN32B, load_config("paper/qwen2.5-32b-kl-cov"), 32, True, 512,
+                              60 * GIB)
+    assert "holds a full copy of the weights" in copy_bound
+    assert "use devices with more memory" in copy_bound
     small = plan.KNOWN_SHAPES["Qwen/Qwen2.5-1.5B"]
     assert "Fix: lower update.micro_batch_size to 2; or raise the number of processes to 2" in (
         plan.refusal(small, cfg, 1, False, 512, 40 * GIB))
@@ -344,4 +349,4 @@ def test_dry_run_refuses_exactly_when_the_total_exceeds_the_device(monkeypatch, 
             "--sharding", "fsdp", "--device-memory"]
     assert main([*args, f"{total}B"]) == 0
     assert main([*args, f"{total - 1}B"]) == 2
-    assert "Fix: raise the number of processes to 16." in capsys.readouterr().err  # sync-bound
+    assert "raise the number of processes to 16." in capsys.readouterr().err

@@ -9,7 +9,7 @@ stored (master) weights, ``W`` processes the state is sharded over (1 without FS
 The phases of a step never overlap; the plan's peak is the largest (:data:`PHASES`):
 
 - **rollout**: model state + the engine's weights + the KV cache of one generation chunk;
-- **sync** (FSDP only): model state + the engine's copy + the gathered full state dict;
+- **sync** (FSDP only): model state + the engine's copy + one gathered full parameter;
 - **update**: model state + activations and logits of one micro-batch.
 """
 
@@ -132,10 +132,11 @@ class MemoryPlan:
     rollout runs), ``optimizer`` (``P·s/W``, ``P·s/W``, ``2·P·s/W``), ``reference`` (``P·c/W``),
     ``ddp_buckets`` (DDP's flat copy of the gradients, ``P·s``). Rollout: ``generate_weights``
     (under FSDP the HF engine's full copy, ``P·c``), ``kv_cache``, ``generate_work``. Sync:
-    ``sync_state`` (the full state dict gathered on every device to refresh that copy,
-    ``P·s``). Update: ``autocast_weights`` (the ``c`` casts of fp32 master weights that
-    autocast saves for backward, unsharded), ``fsdp_units`` (unsharded parameters and
-    gradients of the root and two layers), ``activations``, ``logits``.
+    ``sync_state`` (the one full parameter at a time that refreshes that copy: the
+    largest, the ``V·h`` embedding, in ``s``). Update: ``autocast_weights`` (the ``c``
+    casts of fp32 master weights that autocast saves for backward, unsharded),
+    ``fsdp_units`` (unsharded parameters and gradients of the root and two layers),
+    ``activations``, ``logits``.
     """
 
     weights: int
@@ -240,8 +241,9 @@ def memory_plan(
         kv_cache=rows * gen_seq * kv_bytes_per_token(shape, e),
         # prefill of one layer (no grad: freed layer by layer) + fp32 logits, probs, sort
         generate_work=rows * prompt_tokens * layer_activation_bytes(shape, e) + rows * v * 16,
-        # distributed.full_model_state: get_model_state_dict(full_state_dict=True) on device
-        sync_state=p * s if sharded else 0,
+        # distributed.full_parameters: one gathered parameter at a time; the embedding is
+        # the largest
+        sync_state=v * h * s if sharded else 0,
         autocast_weights=p * c if master and not sharded else 0,
         fsdp_units=2 * c * (root_param_count(shape) + 2 * layer_param_count(shape))
         if sharded else 0,
@@ -282,7 +284,7 @@ def _labels(plan: MemoryPlan) -> dict[str, str]:
         "generate_weights": f"full weights for generate ({c}, gathered)",
         "kv_cache": f"KV cache ({plan.gen_rows} rows x {plan.gen_seq} tokens, {e})",
         "generate_work": "generate working set",
-        "sync_state": f"full state dict for the sync ({s})",
+        "sync_state": f"largest full parameter for the sync ({s})",
         "autocast_weights": f"autocast weight copies ({c})",
         "fsdp_units": f"FSDP unsharded units ({c} params + grads)",
         "activations": f"activations ({plan.micro_tokens} tokens, {ckpt})",
@@ -428,9 +430,9 @@ def refusal(shape: ModelShape, cfg: TrainConfig, world: int, sharded: bool, prom
                 break
     if fixes:
         return f"{text} Fix: {'; or '.join(fixes)}."
-    why = "" if plan.peak_phase != "sync" else (
-        " (the weight sync holds the gathered full state dict and the engine's full copy on "
-        "every device, whatever the number of processes)")
+    why = "" if plan.peak_phase not in ("rollout", "sync") or not plan.generate_weights else (
+        " (under FSDP the HF engine holds a full copy of the weights on every device, "
+        "whatever the number of processes)")
     return (f"{text} No change of processes (up to 1024), FSDP, update.micro_batch_size, "
             f"rollout.max_batch_tokens or gradient checkpointing makes it fit{why}: use devices "
             "with more memory (plan for them with --device-memory) or a smaller model.")
