@@ -62,10 +62,16 @@ def _worker(rank, world, port, model_dir, batch_path, out_dir):
     # Whole runs: uninterrupted, and stopped after step 1 then resumed.
     run_cfg = _config(model_dir, "steps=2", "update.mini_batch_size=8",
                       "update.micro_batch_size=4", "checkpoint_every=1", "eval.every=2",
-                      "data.val_size=7")
+                      "data.val_size=7", "loss.ref_kl_coef=0.01")
     train(run_cfg, out_dir / "full", accelerator=acc)
     train(run_cfg, out_dir / "part", accelerator=acc, stop_after=1)
     train(run_cfg, out_dir / "part", accelerator=acc)
+    from entropyrl.train.setup import setup
+
+    run = setup(run_cfg, out_dir / "probe", acc)
+    if rank == 0:
+        torch.save({"policy": type(run.learner.model).__name__,
+                    "reference": type(run.ref_model).__name__}, out_dir / "classes.pt")
     acc.wait_for_everyone()
     os._exit(0)  # skip gloo's teardown (see test_distributed_update.py)
 
@@ -101,6 +107,8 @@ def test_fsdp_two_processes_match_one_and_resume_exactly(micro_model_dir, tmp_pa
                             tmp_path), nprocs=2, join=True)
     two = torch.load(tmp_path / "update.pt", weights_only=False)
     assert two["cls"].startswith("FSDP")  # the model really was sharded
+    classes = torch.load(tmp_path / "classes.pt")
+    assert classes["policy"].startswith("FSDP") and classes["reference"].startswith("FSDP")
     for k, v in single.items():
         assert torch.allclose(v, two["params"][k], rtol=1e-5, atol=2e-6), k
     for key in ("loss/total", "loss/selected_frac", "optim/grad_norm"):

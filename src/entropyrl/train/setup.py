@@ -127,7 +127,12 @@ def setup(cfg: TrainConfig, out_dir: Path, accelerator: Any = None) -> Run:
     if cfg.loss.ref_kl_coef > 0:
         ref_model, _ = load_model_and_tokenizer(cfg.model, master_weights=False)
         ref_model.requires_grad_(False).eval()
-        ref_model = accelerator.prepare_model(ref_model, evaluation_mode=True)
+        # Sharded like the policy under FSDP (accelerate's evaluation mode would leave a full
+        # replica on every device); otherwise only placed, since DDP wraps trainable modules.
+        if is_sharded(accelerator):
+            ref_model = accelerator.prepare(ref_model)
+        else:
+            ref_model = accelerator.prepare_model(ref_model, evaluation_mode=True)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2),
         eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay,
