@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import difflib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 from entropyrl.errors import UserError
 from entropyrl.law.align import Series, make_series
+from entropyrl.train.metrics import parse_json_lines
 
 # Step columns tried, in order, when the default step key is absent (W&B, HF Trainer, verl).
 STEP_FALLBACKS: tuple[str, ...] = ("_step", "global_step", "trainer/global_step", "Step")
@@ -185,17 +185,17 @@ def _flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _read_jsonl(path: Path, keys: Sequence[str], step_key: str, notes: list[str]) -> Columns:
-    lines = [(i + 1, ln) for i, ln in enumerate(_read_text(path).splitlines()) if ln.strip()]
+    parsed = parse_json_lines(_read_text(path))
+    bad = parsed.bad or ([(parsed.torn_last, "a lone unreadable line")]
+                         if parsed.torn_last is not None and not parsed.rows else [])
+    if bad:
+        lineno, msg = bad[0]
+        raise UserError(f"{path}:{lineno}: not valid JSON ({msg}); the file must hold "
+                        "one JSON object per line")
+    if parsed.torn_last is not None:  # a line still being written, or torn by a crash
+        notes.append(f"skipped an incomplete last line ({parsed.torn_last}) of {path}")
     rows: list[tuple[int, dict[str, Any]]] = []
-    for k, (lineno, line) in enumerate(lines):
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            if k == len(lines) - 1 and k > 0:  # a line still being written, or torn by a crash
-                notes.append(f"skipped an incomplete last line ({lineno}) of {path}")
-                break
-            raise UserError(f"{path}:{lineno}: not valid JSON ({err.msg}); the file must hold "
-                            "one JSON object per line") from None
+    for lineno, obj in parsed.rows:
         if not isinstance(obj, dict):
             raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         rows.append((lineno, _flatten(obj)))

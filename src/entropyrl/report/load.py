@@ -12,7 +12,6 @@ Shapes: ``S`` logged steps of the run.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from entropyrl.errors import UserError
+from entropyrl.train.metrics import parse_json_lines
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -100,24 +100,18 @@ def load_run_data(run: Path, name: str | None = None) -> RunData:
 
 def _parse_rows(text: str, path: Path, notes: list[str]) -> list[dict[str, Any]]:
     """JSON objects of the file; bad lines are skipped with a note, never fatal."""
-    lines = [(i + 1, ln) for i, ln in enumerate(text.splitlines()) if ln.strip()]
+    parsed = parse_json_lines(text)
+    if parsed.torn_last is not None:
+        notes.append(f"skipped an incomplete last line ({parsed.torn_last}); run in progress?")
     rows: list[dict[str, Any]] = []
-    skipped: list[int] = []
-    for k, (lineno, line) in enumerate(lines):
-        try:
-            obj = json.loads(line)  # accepts bare NaN / Infinity, which become float NaN/inf
-        except json.JSONDecodeError:
-            if k == len(lines) - 1:  # a step still being written, or torn by a crash
-                notes.append(f"skipped an incomplete last line ({lineno}); run in progress?")
-                continue
-            skipped.append(lineno)
-            continue
+    skipped = [lineno for lineno, _ in parsed.bad]
+    for lineno, obj in parsed.rows:
         if not isinstance(obj, dict) or _float(obj.get("step")) is None:
             skipped.append(lineno)
             continue
         rows.append(obj)
     if skipped:
-        shown = ", ".join(str(n) for n in skipped[:5])
+        shown = ", ".join(str(n) for n in sorted(skipped)[:5])
         notes.append(f"skipped {len(skipped)} line(s) that are not JSON objects with a "
                      f"numeric 'step' (line {shown})")
     return rows

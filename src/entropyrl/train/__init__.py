@@ -9,6 +9,16 @@
 - :mod:`.batch_metrics`: the step's ``train/*`` and ``dyn/*`` over all ranks.
 """
 
-from entropyrl.train.loop import train
+from typing import Any
 
 __all__ = ["train"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that readers of metrics.jsonl (report, law) import train.metrics without the
+    # loop, torch and transformers.
+    if name == "train":
+        from entropyrl.train.loop import train
+
+        return train
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

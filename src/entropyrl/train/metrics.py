@@ -1,5 +1,9 @@
 """Where metrics go: ``<run>/metrics.jsonl`` (always) and optional TensorBoard / W&B / MLflow.
 
+This module also holds the project's one JSON-lines parser (:func:`parse_json_lines`): the
+trainer's resume truncation, :func:`read_metrics`, the report and the law tool all read
+``metrics.jsonl`` files through it, with one rule for a torn last line.
+
 The JSONL file is the contract (keys and formulas in ``docs/metrics.md``): one object per step,
 flushed and fsynced after each write, so a crash loses at most the step in flight. On resume
 the file is truncated to the steps covered by the checkpoint, so a resumed run's file reads
@@ -12,6 +16,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,21 +62,66 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     """Keep only the rows with ``step <= last_step`` (used when resuming)."""
     if not path.exists():
         return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if int(json.loads(line)["step"]) <= last_step:
-                keep.append(line)
-        except (ValueError, KeyError, TypeError):
-            continue  # a torn last line from a crash
+    lines = path.read_text(encoding="utf-8").splitlines()
+    parsed = parse_json_lines("\n".join(lines))
+    steps = [(n, _step(row)) for n, row in parsed.rows]
+    keep = [lines[n - 1] for n, step in steps if step is not None and step <= last_step]
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
     tmp.replace(path)
 
 
+@dataclass
+class JsonLines:
+    """A JSON-lines text, parsed.
+
+    Attributes:
+        rows: ``(line number, value)`` of every line that parsed, in file order.
+        bad: ``(line number, error)`` of lines that did not, except a torn last line.
+        torn_last: the line number of an unparsable *last* line (a step still being written,
+            or cut by a crash), or None.
+    """
+
+    rows: list[tuple[int, Any]]
+    bad: list[tuple[int, str]]
+    torn_last: int | None
+
+
+def parse_json_lines(text: str) -> JsonLines:
+    """Parse one JSON value per non-blank line (bare NaN / Infinity read as floats)."""
+    lines = [(i + 1, ln) for i, ln in enumerate(text.splitlines()) if ln.strip()]
+    out = JsonLines([], [], None)
+    for k, (lineno, line) in enumerate(lines):
+        try:
+            out.rows.append((lineno, json.loads(line)))
+        except json.JSONDecodeError as err:
+            if k == len(lines) - 1:
+                out.torn_last = lineno
+            else:
+                out.bad.append((lineno, err.msg))
+    return out
+
+
+def _step(row: Any) -> float | None:
+    """The row's numeric ``step``, or None."""
+    if not isinstance(row, dict):
+        return None
+    step = row.get("step")
+    return float(step) if isinstance(step, int | float) and not isinstance(step, bool) else None
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All rows of a ``metrics.jsonl`` file."""
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    """The rows of a ``metrics.jsonl`` file (a torn last line is skipped).
+
+    Raises:
+        UserError: a line other than the last is not JSON.
+    """
+    parsed = parse_json_lines(path.read_text(encoding="utf-8"))
+    if parsed.bad:
+        lineno, msg = parsed.bad[0]
+        raise UserError(f"{path}:{lineno}: not valid JSON ({msg}); a metrics.jsonl file holds "
+                        "one JSON object per line")
+    return [row for _, row in parsed.rows if isinstance(row, dict)]
 
 
 def _open_mirror(sink: str, run_dir: Path, run_name: str, config: Mapping[str, Any]) -> Any:
