@@ -1,15 +1,14 @@
 """Two data-parallel CPU processes (gloo, through accelerate) = one process on the same batch."""
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from spawn_helpers import fixed_batch, free_port
 
 from entropyrl.config import load_config
 from entropyrl.distributed import Dist
-from entropyrl.rollout import HFEngine, SamplingParams
 from entropyrl.train.batch_metrics import StepBatch, step_metrics
 from entropyrl.train.update import Learner, UpdateBatch, update_on_batch
 
@@ -78,37 +77,19 @@ def _worker(rank, world, port, model_dir, batch_path, out_path):
     os._exit(0)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.distributed
 def test_two_processes_match_one_process(micro_model_dir, tmp_path):
     from accelerate import Accelerator
 
-    from entropyrl.models import load_model_and_tokenizer
-    from entropyrl.policy import response_token_stats
-
-    cfg = _config(micro_model_dir)
-    model, tok = load_model_and_tokenizer(cfg.model)
-    torch.manual_seed(0)
-    roll = HFEngine(model, tok).generate(["12+34=", "5*6=", "99-9=", "7+8="], 4,
-                                         SamplingParams(max_new_tokens=10))
-    st = response_token_stats(model, roll.input_ids, roll.attention_mask, roll.prompt_len,
-                              temperature=1.0, with_entropy=True)
-    adv = (torch.randn(ROWS, 1) * roll.response_mask).contiguous()
-    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0] * 4)
-    batch = {"rollout": roll, "old": st.logprobs.detach(), "entropy": st.entropy.detach(),
-             "adv": adv, "rewards": rewards}
+    batch = fixed_batch(_config(micro_model_dir))
+    batch["rewards"] = torch.tensor([1.0, 0.0, 0.0, 1.0] * 4)
     batch_path = tmp_path / "batch.pt"
     torch.save(batch, batch_path)
 
     single, single_metrics = _update(micro_model_dir, batch, torch.arange(ROWS),
                                      Accelerator(cpu=True))
     out_path = tmp_path / "two.pt"
-    mp.spawn(_worker, args=(2, _free_port(), str(micro_model_dir), str(batch_path), str(out_path)),
+    mp.spawn(_worker, args=(2, free_port(), str(micro_model_dir), str(batch_path), str(out_path)),
              nprocs=2, join=True)
     two = torch.load(out_path, weights_only=False)
     for k, v in single.items():
@@ -151,7 +132,7 @@ def _train_worker(rank, world, port, out_dir, result_dir):
 
 @pytest.mark.distributed
 def test_two_process_steps_share_data_position_and_metrics(tmp_path):
-    mp.spawn(_train_worker, args=(2, _free_port(), tmp_path / "run", tmp_path), nprocs=2,
+    mp.spawn(_train_worker, args=(2, free_port(), tmp_path / "run", tmp_path), nprocs=2,
              join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     # Every rank draws every generation round's prompts, so the data position agrees.

@@ -5,15 +5,14 @@ accelerate picks its FSDP path only for GPU devices, so these tests force it on 
 """
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from spawn_helpers import fixed_batch, free_port
 
 from entropyrl.config import load_config
 from entropyrl.distributed import Dist, full_model_state
-from entropyrl.rollout import HFEngine, SamplingParams
 from entropyrl.train.update import Learner, UpdateBatch, update_on_batch
 
 ROWS = 16
@@ -76,34 +75,20 @@ def _worker(rank, world, port, model_dir, batch_path, out_dir):
     os._exit(0)  # skip gloo's teardown (see test_distributed_update.py)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.distributed
 def test_fsdp_two_processes_match_one_and_resume_exactly(micro_model_dir, tmp_path):
     from accelerate import Accelerator
     from safetensors.torch import load_file
 
     from entropyrl.models import load_model_and_tokenizer
-    from entropyrl.policy import response_token_stats
     from entropyrl.train.metrics import read_metrics
 
     cfg = _config(micro_model_dir)
-    model, tok = load_model_and_tokenizer(cfg.model)
-    torch.manual_seed(0)
-    roll = HFEngine(model, tok).generate(["12+34=", "5*6=", "99-9=", "7+8="], 4,
-                                         SamplingParams(max_new_tokens=10))
-    st = response_token_stats(model, roll.input_ids, roll.attention_mask, roll.prompt_len,
-                              temperature=1.0, with_entropy=False)
-    adv = (torch.randn(ROWS, 1) * roll.response_mask).contiguous()
-    batch = {"rollout": roll, "old": st.logprobs.detach(), "adv": adv}
+    batch = fixed_batch(cfg)
     torch.save(batch, tmp_path / "batch.pt")
     single, single_metrics, _ = _update(cfg, batch, torch.arange(ROWS), Accelerator(cpu=True))
 
-    mp.spawn(_worker, args=(2, _free_port(), str(micro_model_dir), str(tmp_path / "batch.pt"),
+    mp.spawn(_worker, args=(2, free_port(), str(micro_model_dir), str(tmp_path / "batch.pt"),
                             tmp_path), nprocs=2, join=True)
     two = torch.load(tmp_path / "update.pt", weights_only=False)
     assert two["cls"].startswith("FSDP")  # the model really was sharded
