@@ -28,3 +28,24 @@ def fixed_batch(cfg, n=4):
     adv = (torch.randn(len(roll), 1) * roll.response_mask).contiguous()
     return {"rollout": roll, "old": st.logprobs.detach(), "entropy": st.entropy.detach(),
             "adv": adv}
+
+
+def update_fixed_batch(cfg, batch, rows, accelerator):
+    """One step's updates on ``batch[rows]``: (full parameters, loss metrics, model class)."""
+    from entropyrl.distributed import Dist, full_model_state
+    from entropyrl.models import load_model_and_tokenizer
+    from entropyrl.train.update import Learner, UpdateBatch, update_on_batch
+
+    model, _ = load_model_and_tokenizer(cfg.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, eps=cfg.optim.eps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    model, opt = accelerator.prepare(model, opt)
+    learner = Learner(model, opt, sched, accelerator)
+    roll, old, adv = batch["rollout"].select(rows), batch["old"][rows], batch["adv"][rows]
+    metrics = update_on_batch(learner, UpdateBatch(roll, old, adv), loss=cfg.loss,
+                              update=cfg.update, dist=Dist.from_accelerator(accelerator),
+                              temperature=cfg.rollout.temperature,
+                              grad_clip=cfg.optim.grad_clip, seed=cfg.seed, step=1)
+    full = full_model_state(accelerator.unwrap_model(model))
+    params = {k: v.detach().clone() for k, v in full.items()}
+    return params, metrics, type(model).__name__

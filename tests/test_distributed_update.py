@@ -5,12 +5,11 @@ import os
 import pytest
 import torch
 import torch.multiprocessing as mp
-from spawn_helpers import fixed_batch, free_port
+from spawn_helpers import fixed_batch, free_port, update_fixed_batch
 
 from entropyrl.config import load_config
 from entropyrl.distributed import Dist
 from entropyrl.train.batch_metrics import StepBatch, step_metrics
-from entropyrl.train.update import Learner, UpdateBatch, update_on_batch
 
 ROWS = 16
 
@@ -22,28 +21,11 @@ def _config(model_dir):
         f"model.path={model_dir}", "model.device=cpu", "rollout.n_prompts=4",
         "rollout.group_size=4", "update.mini_batch_size=16", "update.micro_batch_size=4",
         "update.epochs=2", "update.shuffle=false", "loss.kl_cov.ratio=0.05", "optim.lr=1e-2",
+        # Adam with a small epsilon turns the float noise of structurally zero gradients (the
+        # key bias: softmax is shift-invariant) into full-size steps; a larger epsilon keeps
+        # the comparison about the gradients.
+        "optim.eps=1e-4",
     ])
-
-
-def _update(model_dir, batch, rows, accelerator):
-    from entropyrl.models import load_model_and_tokenizer
-
-    cfg = _config(model_dir)
-    model, _ = load_model_and_tokenizer(cfg.model)
-    # Adam with a small epsilon turns the float noise of structurally zero gradients (the
-    # key bias: softmax is shift-invariant) into full-size steps; a larger epsilon keeps the
-    # comparison about the gradients.
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, eps=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    model, opt = accelerator.prepare(model, opt)
-    learner = Learner(model, opt, sched, accelerator)
-    roll, old, adv = batch["rollout"].select(rows), batch["old"][rows], batch["adv"][rows]
-    metrics = update_on_batch(learner, UpdateBatch(roll, old, adv), loss=cfg.loss,
-                              update=cfg.update, dist=Dist.from_accelerator(accelerator),
-                              temperature=cfg.rollout.temperature,
-                              grad_clip=cfg.optim.grad_clip, seed=cfg.seed, step=1)
-    params = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-    return params, metrics
 
 
 def _step_batch(batch, rows):
@@ -66,7 +48,7 @@ def _worker(rank, world, port, model_dir, batch_path, out_path):
     batch = torch.load(batch_path, weights_only=False)
     per = ROWS // world
     rows = torch.arange(rank * per, (rank + 1) * per)
-    params, metrics = _update(model_dir, batch, rows, acc)
+    params, metrics, _ = update_fixed_batch(_config(model_dir), batch, rows, acc)
     batch_metrics = step_metrics(_step_batch(batch, rows), Dist.from_accelerator(acc))
     if rank == 0:
         torch.save({"params": params, "metrics": metrics, "batch_metrics": batch_metrics},
@@ -86,8 +68,8 @@ def test_two_processes_match_one_process(micro_model_dir, tmp_path):
     batch_path = tmp_path / "batch.pt"
     torch.save(batch, batch_path)
 
-    single, single_metrics = _update(micro_model_dir, batch, torch.arange(ROWS),
-                                     Accelerator(cpu=True))
+    single, single_metrics, _ = update_fixed_batch(_config(micro_model_dir), batch,
+                                                   torch.arange(ROWS), Accelerator(cpu=True))
     out_path = tmp_path / "two.pt"
     mp.spawn(_worker, args=(2, free_port(), str(micro_model_dir), str(batch_path), str(out_path)),
              nprocs=2, join=True)

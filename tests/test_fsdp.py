@@ -9,11 +9,9 @@ import os
 import pytest
 import torch
 import torch.multiprocessing as mp
-from spawn_helpers import fixed_batch, free_port
+from spawn_helpers import fixed_batch, free_port, update_fixed_batch
 
 from entropyrl.config import load_config
-from entropyrl.distributed import Dist, full_model_state
-from entropyrl.train.update import Learner, UpdateBatch, update_on_batch
 
 ROWS = 16
 
@@ -28,22 +26,6 @@ def _config(model_dir, *extra):
     ])
 
 
-def _update(cfg, batch, rows, accelerator):
-    from entropyrl.models import load_model_and_tokenizer
-
-    model, _ = load_model_and_tokenizer(cfg.model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, eps=cfg.optim.eps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    model, opt = accelerator.prepare(model, opt)
-    learner = Learner(model, opt, sched, accelerator)
-    roll, old, adv = batch["rollout"].select(rows), batch["old"][rows], batch["adv"][rows]
-    metrics = update_on_batch(learner, UpdateBatch(roll, old, adv), loss=cfg.loss,
-                              update=cfg.update, dist=Dist.from_accelerator(accelerator),
-                              temperature=1.0, grad_clip=cfg.optim.grad_clip, seed=0, step=1)
-    params = {k: v.detach().clone() for k, v in full_model_state(model).items()}
-    return params, metrics, type(model).__name__
-
-
 def _worker(rank, world, port, model_dir, batch_path, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
@@ -55,7 +37,7 @@ def _worker(rank, world, port, model_dir, batch_path, out_dir):
     acc = make_accelerator(cfg, cpu_fsdp=True)
     batch = torch.load(batch_path, weights_only=False)
     per = ROWS // world
-    params, metrics, cls = _update(cfg, batch, torch.arange(rank * per, (rank + 1) * per), acc)
+    params, metrics, cls = update_fixed_batch(cfg, batch, torch.arange(rank * per, (rank + 1) * per), acc)
     if rank == 0:
         torch.save({"params": params, "metrics": metrics, "cls": cls}, out_dir / "update.pt")
     # Whole runs: uninterrupted, and stopped after step 1 then resumed.
@@ -86,7 +68,7 @@ def test_fsdp_two_processes_match_one_and_resume_exactly(micro_model_dir, tmp_pa
     cfg = _config(micro_model_dir)
     batch = fixed_batch(cfg)
     torch.save(batch, tmp_path / "batch.pt")
-    single, single_metrics, _ = _update(cfg, batch, torch.arange(ROWS), Accelerator(cpu=True))
+    single, single_metrics, _ = update_fixed_batch(cfg, batch, torch.arange(ROWS), Accelerator(cpu=True))
 
     mp.spawn(_worker, args=(2, free_port(), str(micro_model_dir), str(tmp_path / "batch.pt"),
                             tmp_path), nprocs=2, join=True)
