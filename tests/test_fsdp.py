@@ -92,6 +92,8 @@ def test_fsdp_two_processes_match_one_and_resume_exactly(micro_model_dir, tmp_pa
     a = load_file(str(full / "checkpoints" / "step_2" / "model.safetensors"))
     b = load_file(str(part / "checkpoints" / "step_2" / "model.safetensors"))
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    base = load_file(str(micro_model_dir / "model.safetensors"))
+    assert set(a) == set(base)  # a tied weight is written once, as save_pretrained does
     step2 = full / "checkpoints" / "step_2"
     reloaded, _ = load_model_and_tokenizer(load_config(None, [f"model.path={step2}"]).model)
     assert all(torch.equal(v, a[k]) for k, v in reloaded.state_dict().items() if k in a)

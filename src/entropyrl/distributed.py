@@ -89,7 +89,8 @@ class Dist:
 
         group = group if group is not None else dist.group.WORLD
         if device is None:
-            nccl = dist.get_backend(group) == "nccl"
+            # A mixed group reports "cuda:nccl,cpu:gloo"; NCCL is then the collectives' backend.
+            nccl = "nccl" in str(dist.get_backend(group))
             device = torch.device("cuda", torch.cuda.current_device()) if nccl else "cpu"
         world, rank = dist.get_world_size(group), dist.get_rank(group)
         return cls(world, rank, device, _TorchBackend(group))

@@ -113,7 +113,13 @@ def save_run(run: Run) -> None:
     learner = run.learner
     learner.accelerator.wait_for_everyone()
     sharded = run.sharded
-    params = full_model_state(learner.model) if sharded else None
+    params = None
+    if sharded:
+        # The gathered state lists a tied weight under both names (e.g. lm_head and the
+        # embedding); keep the names the module itself holds, as save_pretrained would.
+        module = learner.accelerator.unwrap_model(learner.model)
+        held = {n for n, _ in module.named_parameters()} | {n for n, _ in module.named_buffers()}
+        params = {k: v for k, v in full_model_state(learner.model).items() if k in held}
     optim = optimizer_state(learner.model, learner.optimizer)
     if run.dist.is_main:
         state = {
