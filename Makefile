@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench bench-seeds bench-plateau clean
+.PHONY: demo test test-slow lint bench bench-seeds bench-plateau gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench-seeds: $(STAMP)
 bench-plateau: $(STAMP)
 	$(BIN)/python bench/bench_demo_seeds.py --out runs/bench_plateau \
 	  --methods GRPO Clip-Cov KL-Cov steps=300 rollout.dynamic_sampling=true $(ARGS)
+
+# FSDP2 + bf16 + NCCL on one GPU (~5 min, no download); ARGS=--smoke runs it on CPU.
+gpu-check: $(STAMP)
+	$(BIN)/python bench/gpu_check.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
