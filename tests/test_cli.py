@@ -46,3 +46,21 @@ def test_console_script_runs_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "optim.lr: expected a number" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_train_without_the_gpu_a_preset_needs_exits_2_before_any_download(capsys, tmp_path,
+                                                                        monkeypatch):
+    import torch
+    import transformers
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a model was loaded before the device check")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_download)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", no_download)
+    out = tmp_path / "run"
+    assert main(["train", "--config", "paper/qwen2.5-7b-grpo", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA device" in err and "--dry-run" in err and "Traceback" not in err
+    assert not out.exists()

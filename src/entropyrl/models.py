@@ -46,6 +46,23 @@ def resolve_dtype(cfg: ModelConfig) -> torch.dtype:
     return dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
 
 
+def resolve_device(cfg: ModelConfig) -> str:
+    """``cuda`` or ``cpu``; checked before anything is loaded.
+
+    Raises:
+        UserError: ``model.device`` is ``cuda`` and no CUDA device is present.
+    """
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            "model.device is 'cuda' but no CUDA device is available here. Use model.device=auto "
+            "(CPU when there is no GPU), or check the plan for a GPU machine with "
+            "`entropyrl train ... --dry-run --device-memory 80GiB`."
+        )
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return cfg.device
+
+
 def load_model_and_tokenizer(
     cfg: ModelConfig, *, override_path: Path | None = None, master_weights: bool = False
 ) -> tuple[Any, Any]:
@@ -59,6 +76,7 @@ def load_model_and_tokenizer(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    device = resolve_device(cfg)  # before any download
     source = str(override_path) if override_path is not None else resolve_model_path(cfg.path)
     dtype = torch.float32 if master_weights else resolve_dtype(cfg)
     try:
@@ -72,11 +90,6 @@ def load_model_and_tokenizer(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    device = cfg.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("model.device is 'cuda' but no CUDA device is available; use 'auto'.")
     model.to(device)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()

@@ -24,7 +24,7 @@ import yaml
 from entropyrl.config import TrainConfig, to_dict
 from entropyrl.distributed import Dist, bf16_fp32_reduce_policy, full_parameters
 from entropyrl.errors import UserError
-from entropyrl.models import load_model_and_tokenizer, resolve_dtype
+from entropyrl.models import load_model_and_tokenizer, resolve_device, resolve_dtype
 from entropyrl.rollout import HFEngine, RolloutEngine
 from entropyrl.tasks import PromptSampler, TaskSet, check_data, load_tasks
 from entropyrl.train.metrics import MetricsSink, truncate_metrics
@@ -115,6 +115,7 @@ def check_world(cfg: TrainConfig, world: int) -> None:
 def setup(cfg: TrainConfig, out_dir: Path, accelerator: Any = None) -> Run:
     """Load model, data and optimizer; resume from the newest checkpoint in ``out_dir``."""
     check_data(cfg.data)
+    resolve_device(cfg.model)  # a missing GPU is reported before any download
     accelerator = accelerator or make_accelerator(cfg)
     dist = Dist.from_accelerator(accelerator)
     check_world(cfg, dist.world)
