@@ -40,8 +40,8 @@ def rl_step(run: Run, step: int) -> dict[str, float]:
     m.update(update_on_batch(run.learner, batch, loss=cfg.loss, update=cfg.update, dist=dist,
                              temperature=cfg.rollout.temperature, grad_clip=cfg.optim.grad_clip,
                              seed=cfg.seed, step=step))
-    t3 = time.perf_counter()
     run.engine.sync_weights(run.learner.model)
+    t3 = time.perf_counter()
     # ΔH on the same batch: the entropy of the updated policy at the same tokens.
     _, after = score(policy, run, roll, with_entropy=True)
     after_h = entropy_metrics(after, roll.response_mask, dist)["train/entropy"]
