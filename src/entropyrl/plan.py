@@ -341,7 +341,7 @@ def _short(dtype: str) -> str:
 
 
 def check_world(cfg: TrainConfig, world: int) -> None:
-    """The trainer's rules on the number of processes (raised at launch, checked here first)."""
+    """The batch sizes must split evenly over the ranks (the trainer's rule, and the plan's)."""
     if cfg.rollout.n_prompts % world:
         raise UserError(f"rollout.n_prompts ({cfg.rollout.n_prompts}) must be divisible by "
                         f"the number of processes ({world}).")  # fmt: skip

@@ -23,8 +23,8 @@ import yaml
 
 from entropyrl.config import TrainConfig, to_dict
 from entropyrl.distributed import Dist, bf16_fp32_reduce_policy, full_parameters
-from entropyrl.errors import UserError
 from entropyrl.models import load_model_and_tokenizer, resolve_device, resolve_dtype
+from entropyrl.plan import check_world
 from entropyrl.rollout import HFEngine, RolloutEngine
 from entropyrl.tasks import PromptSampler, TaskSet, check_data, load_tasks
 from entropyrl.train.metrics import MetricsSink, truncate_metrics
@@ -98,18 +98,6 @@ def _force_fsdp(accelerator: Any, plugin: Any) -> None:
     accelerator.state.distributed_type = DistributedType.FSDP
     accelerator.state.fsdp_plugin = plugin
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP
-
-
-def check_world(cfg: TrainConfig, world: int) -> None:
-    """The batch sizes must split evenly over the ranks."""
-    if cfg.rollout.n_prompts % world:
-        raise UserError(f"rollout.n_prompts ({cfg.rollout.n_prompts}) must be divisible by "
-                        f"the number of processes ({world}).")
-    if cfg.update.mini_batch_size % (world * cfg.update.micro_batch_size):
-        raise UserError(
-            f"update.mini_batch_size ({cfg.update.mini_batch_size}) must be divisible by "
-            f"processes x update.micro_batch_size ({world} x {cfg.update.micro_batch_size})."
-        )
 
 
 def setup(cfg: TrainConfig, out_dir: Path, accelerator: Any = None) -> Run:
