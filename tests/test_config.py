@@ -35,7 +35,20 @@ def test_defaults_are_not_shared_between_configs():
         ("loss.kl_cov.ratio=20", r"loss\.kl_cov\.ratio: expected a fraction in \(0, 1\]"),
         ("loss.clip_cov.ratio=0", r"loss\.clip_cov\.ratio: expected a fraction"),
         ("optim.lr=fast", r"optim\.lr: expected a number, got 'fast'"),
-        ("optim.lr=-1", r"optim\.lr: expected a number > 0"),
+        ("optim.lr=-1", r"optim\.lr: expected a finite number > 0"),
+        ("optim.lr=.inf", r"optim\.lr: expected a finite number > 0"),
+        ("optim.lr=.nan", r"optim\.lr: expected a finite number > 0"),
+        ("optim.lr=3", r"optim\.lr: expected a learning rate <= 1"),
+        ("optim.beta2=5", r"optim\.beta2: expected a value in \[0, 1\)"),
+        ("optim.beta1=-0.1", r"optim\.beta1: expected a value in \[0, 1\)"),
+        ("optim.eps=0", r"optim\.eps: expected a finite number > 0"),
+        ("optim.weight_decay=-1", r"optim\.weight_decay: expected a finite number >= 0"),
+        ("optim.grad_clip=-1", r"optim\.grad_clip: expected a finite number >= 0"),
+        ("optim.warmup_steps=-5", r"optim\.warmup_steps: expected a finite number >= 0"),
+        ("checkpoint_every=-1", r"checkpoint_every: expected a finite number >= 0"),
+        ("eval.every=-1", r"eval\.every: expected a finite number >= 0"),
+        ("steps=[", r"override 'steps=\[': the value '\[' is not valid YAML"),
+        ("optim.lr={a", r"override 'optim.lr=\{a': the value"),
         ("steps=2.5", r"steps: expected an integer"),
         ("update.shuffle=maybe", r"update\.shuffle: expected true or false"),
         ("update.mini_batch_size=7", r"update\.mini_batch_size: expected a divisor"),
@@ -117,3 +130,10 @@ def test_config_does_not_import_the_testbed():
             "print(sorted(m for m in sys.modules if m.startswith('entropyrl.testbed')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_config_file_that_is_not_text_is_a_clear_error(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    with pytest.raises(UserError, match="not UTF-8 text"):
+        load_config(str(path))

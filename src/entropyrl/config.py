@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -202,9 +203,26 @@ def _validate(cfg: TrainConfig) -> None:
         "rollout.temperature": cfg.rollout.temperature,
         "eval.temperature": cfg.eval.temperature,
         "optim.lr": cfg.optim.lr,
+        "optim.eps": cfg.optim.eps,
     }.items():
-        if not number > 0:
-            raise ValueError(f"{name}: expected a number > 0, got {number}")
+        if not (number > 0 and math.isfinite(number)):
+            raise ValueError(f"{name}: expected a finite number > 0, got {number}")
+    if cfg.optim.lr > 1:
+        raise ValueError(f"optim.lr: expected a learning rate <= 1, got {cfg.optim.lr}")
+    for name, beta in {"optim.beta1": cfg.optim.beta1, "optim.beta2": cfg.optim.beta2}.items():
+        if not 0 <= beta < 1:
+            raise ValueError(f"{name}: expected a value in [0, 1), got {beta}")
+    non_negative: dict[str, float] = {
+        "optim.weight_decay": cfg.optim.weight_decay,
+        "optim.grad_clip": cfg.optim.grad_clip,
+        "optim.warmup_steps": cfg.optim.warmup_steps,
+        "checkpoint_every": cfg.checkpoint_every,
+        "eval.every": cfg.eval.every,
+        "reward.overlong_buffer": cfg.reward.overlong_buffer,
+    }
+    for name, amount in non_negative.items():
+        if not (amount >= 0 and math.isfinite(amount)):
+            raise ValueError(f"{name}: expected a finite number >= 0 (0 = off), got {amount}")
     if not 0 < cfg.rollout.top_p <= 1:
         raise ValueError(f"rollout.top_p: expected a value in (0, 1], got {cfg.rollout.top_p}")
     if not 0 <= cfg.algorithm.gamma <= 1:
@@ -267,7 +285,10 @@ def load_config(preset: str | None, overrides: Iterable[str] = ()) -> TrainConfi
     if preset is not None:
         path = resolve_preset(preset)
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise UserError(f"cannot read config {path}: it is not UTF-8 text. Pass a YAML "
+                            "file (or a shipped preset name, see --list-presets).") from None
         except (OSError, yaml.YAMLError) as err:
             raise UserError(f"cannot read config {path}: {err}. Fix the YAML syntax.") from None
         if loaded is not None and not isinstance(loaded, dict):
@@ -277,7 +298,14 @@ def load_config(preset: str | None, overrides: Iterable[str] = ()) -> TrainConfi
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UserError(f"override {item!r}: expected key=value, e.g. optim.lr=1e-5")
-        _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise UserError(
+                f"override {item!r}: the value {raw!r} is not valid YAML. Quote text, close "
+                "brackets: e.g. data.ops=[add,sub] or name='my run'."
+            ) from None
+        _set_dotted(data, key.strip(), value)
     return from_dict(TrainConfig, data)
 
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from entropyrl import __version__
-from entropyrl.errors import UserError
+from entropyrl.errors import RunInterrupted, UserError
 
 # Subcommand modules, in the order `--help` lists them.
 SUBCOMMANDS: tuple[str, ...] = ("train", "eval", "demo", "fit", "report", "testbed")
@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         print(f"entropyrl {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RunInterrupted as stop:
+        print(f"entropyrl {args.command}: {stop}", file=sys.stderr)
+        return stop.exit_code
     except KeyboardInterrupt:
         print(f"entropyrl {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -26,6 +26,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--help-config", action="store_true",
                    help="list every config field with its default and help, then exit")
     p.add_argument("--list-presets", action="store_true", help="list shipped presets and exit")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="resume even if the config differs from the checkpoint's (the change "
+                        "is recorded in config_changes.jsonl)")
     plan = p.add_argument_group(
         "dry run", "plan the per-device memory of the run without loading weights or data"
     )
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     from entropyrl.train import train
 
-    train(cfg, args.out)
+    train(cfg, args.out, allow_config_change=args.allow_config_change)
     print(f"done: metrics in {args.out / 'metrics.jsonl'}")
     return 0
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from entropyrl.config import TrainConfig
+from entropyrl.errors import RunInterrupted
 from entropyrl.evaluation import validate
 from entropyrl.train.setup import Run, setup
 from entropyrl.train.state import save_run
@@ -28,14 +29,24 @@ from entropyrl.train.update import derive_seed
 
 
 def train(
-    cfg: TrainConfig, out_dir: Path, *, accelerator: Any = None, stop_after: int | None = None
+    cfg: TrainConfig,
+    out_dir: Path,
+    *,
+    accelerator: Any = None,
+    stop_after: int | None = None,
+    allow_config_change: bool = False,
 ) -> Path:
     """Run (or resume) a training job into ``out_dir``; returns ``out_dir``.
 
-    ``stop_after`` stops after that step exactly as SIGINT/SIGTERM would (checkpoint, exit
-    cleanly); running the same call again resumes.
+    ``stop_after`` stops after that step as a signal would (checkpoint, return); running the
+    same call again resumes. ``allow_config_change`` lets a resumed run take a config that
+    differs from its checkpoint's (the change is recorded in ``config_changes.jsonl``).
+
+    Raises:
+        RunInterrupted: SIGINT or SIGTERM stopped the run; it checkpointed first.
+        UserError: a problem the user can fix (nothing already written is damaged).
     """
-    run = setup(cfg, out_dir, accelerator)
+    run = setup(cfg, out_dir, accelerator, allow_config_change=allow_config_change)
     try:
         with _stop_signals() as stop, _progress(run) as advance:
             for step in range(run.step + 1, cfg.steps + 1):
@@ -58,6 +69,12 @@ def train(
         run.engine.close()
         if run.sink is not None:
             run.sink.close()
+        run.release()
+    if stop.signum is not None:
+        name = signal.Signals(stop.signum).name
+        raise RunInterrupted(
+            f"interrupted by {name} at step {run.step} of {cfg.steps}; checkpoint saved in "
+            f"{out_dir / 'checkpoints'}. Run the same command to resume.", 128 + stop.signum)
     return out_dir
 
 
@@ -87,7 +104,11 @@ def _validation_due(cfg: TrainConfig, step: int) -> bool:
 
 
 class _Stop:
-    requested = False
+    signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
 
 @contextmanager
@@ -96,7 +117,7 @@ def _stop_signals() -> Any:
     stop = _Stop()
 
     def handler(signum: int, frame: Any) -> None:
-        stop.requested = True
+        stop.signum = signum
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -14,6 +14,8 @@ refreshed after every step.
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +25,19 @@ import yaml
 
 from entropyrl.config import TrainConfig, to_dict
 from entropyrl.distributed import Dist, bf16_fp32_reduce_policy, full_parameters
+from entropyrl.errors import UserError
 from entropyrl.models import load_model_and_tokenizer, resolve_device, resolve_dtype
 from entropyrl.plan import check_world
 from entropyrl.rollout import HFEngine, RolloutEngine
 from entropyrl.tasks import PromptSampler, TaskSet, check_data, load_tasks
 from entropyrl.train.metrics import MetricsSink, truncate_metrics
-from entropyrl.train.state import latest_checkpoint, load_checkpoint_state
+from entropyrl.train.state import (
+    RunLock,
+    checkpoint_config,
+    config_changes,
+    latest_checkpoint,
+    load_checkpoint_state,
+)
 from entropyrl.train.update import Learner, is_sharded
 
 
@@ -48,6 +57,12 @@ class Run:
     step: int  # last completed step
     dist: Dist
     extra_state: dict[str, Any]  # room for later components' checkpointed state
+    lock: RunLock | None = None  # held by the main process while the run trains
+
+    def release(self) -> None:
+        """Release the run directory's lock."""
+        if self.lock is not None:
+            self.lock.release()
 
     @property
     def sharded(self) -> bool:
@@ -100,15 +115,51 @@ def _force_fsdp(accelerator: Any, plugin: Any) -> None:
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP
 
 
-def setup(cfg: TrainConfig, out_dir: Path, accelerator: Any = None) -> Run:
-    """Load model, data and optimizer; resume from the newest checkpoint in ``out_dir``."""
+def setup(cfg: TrainConfig, out_dir: Path, accelerator: Any = None, *,
+          allow_config_change: bool = False) -> Run:
+    """Load model, data and optimizer; resume from the newest checkpoint in ``out_dir``.
+
+    The main process locks ``out_dir`` for the run (see :class:`RunLock`); the caller
+    releases it with :meth:`Run.release`.
+    """
     check_data(cfg.data)
     resolve_device(cfg.model)  # a missing GPU is reported before any download
     accelerator = accelerator or make_accelerator(cfg)
     dist = Dist.from_accelerator(accelerator)
     check_world(cfg, dist.world)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = _claim(out_dir) if dist.is_main else None
+    try:
+        return _setup(cfg, out_dir, accelerator, dist, lock, allow_config_change)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _claim(out_dir: Path) -> RunLock:
+    """Make and lock the run directory."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"--out {out_dir}: a file is in the way; give a directory path.") from None
+    except OSError as err:
+        raise UserError(f"--out {out_dir}: cannot create the run directory ({err.strerror}). "
+                        "Choose a writable location.") from None
+    try:
+        return RunLock(out_dir)
+    except OSError as err:
+        raise UserError(f"--out {out_dir}: cannot write in the run directory ({err.strerror}). "
+                        "Make it writable or choose another location.") from None
+
+
+def _setup(cfg: TrainConfig, out_dir: Path, accelerator: Any, dist: Dist, lock: RunLock | None,
+           allow_config_change: bool) -> Run:
+    dist.barrier()  # the main process made the directory
     resume = latest_checkpoint(out_dir)
+    if resume is not None:
+        _check_resumed_config(cfg, resume, out_dir, allow_config_change and dist.is_main)
+    elif dist.is_main:
+        _set_aside_earlier_attempt(out_dir)
     master = cfg.model.master_weights
     model, tokenizer = load_model_and_tokenizer(cfg.model, override_path=resume,
                                                 master_weights=master)
@@ -141,13 +192,48 @@ def setup(cfg: TrainConfig, out_dir: Path, accelerator: Any = None) -> Run:
         engine.sync_weights(learner.model)
     sink = None
     if dist.is_main:
-        if step == 0:
-            (out_dir / "metrics.jsonl").unlink(missing_ok=True)
         truncate_metrics(out_dir / "metrics.jsonl", step)
         (out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         sink = MetricsSink(out_dir, cfg.sinks, cfg.name, to_dict(cfg))
     return Run(cfg, out_dir, learner, tokenizer, ref_model, engine, tasks, sampler, sink, step,
-               dist, extra)
+               dist, extra, lock)
+
+
+def _check_resumed_config(cfg: TrainConfig, checkpoint: Path, out_dir: Path,
+                          record: bool) -> None:
+    """A resumed run keeps its checkpoint's config unless the caller allows a change."""
+    changes = config_changes(checkpoint_config(checkpoint), to_dict(cfg))
+    if not changes:
+        return
+    listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changes)
+    if not record:
+        raise UserError(
+            f"{out_dir} resumes from {checkpoint.name}, which was trained with another config "
+            f"({listed}). Run with the same config to resume, pass --allow-config-change to "
+            "continue with the new one (the change is recorded in config_changes.jsonl), or "
+            "train into a new --out directory."
+        )
+    row = {"from_checkpoint": checkpoint.name,
+           "changes": [{"key": k, "old": a, "new": b} for k, a, b in changes]}
+    with (out_dir / "config_changes.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row, default=str) + "\n")
+
+
+def _set_aside_earlier_attempt(out_dir: Path) -> None:
+    """Move the files of an attempt that left no checkpoint aside (nothing is deleted)."""
+    files = [out_dir / name for name in ("metrics.jsonl", "config.yaml", "config_changes.jsonl")]
+    found = [f for f in files if f.exists()]
+    if not found:
+        return
+    n = 1
+    while (out_dir / f"earlier_attempt_{n}").exists():
+        n += 1
+    aside = out_dir / f"earlier_attempt_{n}"
+    aside.mkdir()
+    for f in found:
+        f.rename(aside / f.name)
+    print(f"entropyrl: {out_dir} held an earlier attempt without a checkpoint; its "
+          f"{', '.join(f.name for f in found)} moved to {aside}", file=sys.stderr)
 
 
 def make_engine(cfg: TrainConfig, learner: Learner, tokenizer: Any) -> RolloutEngine:

@@ -11,6 +11,7 @@ saving never leaves a half-written ``step_N``.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
@@ -19,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import yaml
 
 from entropyrl.config import to_dict
 from entropyrl.distributed import Dist, full_model_state, load_optimizer_state, optimizer_state
+from entropyrl.errors import UserError
 from entropyrl.tasks import PromptSampler
 
 if TYPE_CHECKING:
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
     from entropyrl.train.update import Learner
 
 STATE_FILE = "trainer_state.pt"
+RUN_CONFIG = "run_config.yaml"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -93,6 +97,8 @@ def save_checkpoint(
         shutil.rmtree(tmp)
     model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
+    if "config" in trainer_state:  # readable without loading the optimizer state
+        (tmp / RUN_CONFIG).write_text(yaml.safe_dump(trainer_state["config"], sort_keys=False))
     torch.save(trainer_state, tmp / STATE_FILE)
     if final.exists():
         shutil.rmtree(final)
@@ -148,3 +154,64 @@ def load_checkpoint_state(path: Path, learner: Learner, sampler: PromptSampler,
     sampler.load_state_dict(state["sampler"])
     set_rng_state(state["rng"])
     return int(state["step"]), dict(state.get("extra", {}))
+
+
+def checkpoint_config(path: Path) -> dict[str, Any]:
+    """The config a checkpoint was written with (its ``run_config.yaml``)."""
+    if (path / RUN_CONFIG).is_file():
+        config: dict[str, Any] = yaml.safe_load((path / RUN_CONFIG).read_text(encoding="utf-8"))
+        return config
+    return dict(load_trainer_state(path).get("config", {}))
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[
+    tuple[str, Any, Any]
+]:
+    """``(dotted key, old value, new value)`` of every leaf that differs."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += config_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append((f"{prefix}{key}", a, b))
+    return changes
+
+
+class RunLock:
+    """An exclusive lock on a run directory (``<run>/.lock``), held while a run trains.
+
+    A second process that tries to train into the same directory gets a
+    :class:`~entropyrl.errors.UserError` naming the holder's PID. The lock is an ``flock`` on
+    the file, so it is released when the holder exits, however it exits.
+    """
+
+    def __init__(self, run_dir: Path):
+        import fcntl
+
+        self.path = run_dir / ".lock"
+        self._file = self.path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "unknown"
+            self._file.close()
+            raise UserError(
+                f"{run_dir} is in use by another entropyrl run (PID {holder}). Wait for it to "
+                "finish or stop it, or train into another --out directory."
+            ) from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(str(os.getpid()))
+        self._file.flush()
+
+    def release(self) -> None:
+        """Let another run take the directory."""
+        if not self._file.closed:
+            import fcntl
+
+            self._file.seek(0)
+            self._file.truncate()
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()

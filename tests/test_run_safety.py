@@ -1,0 +1,131 @@
+"""A run directory is never damaged: locks, stops that say so, earlier attempts kept, config
+changes refused unless asked for."""
+
+import json
+import os
+import signal
+
+import pytest
+
+from entropyrl.cli.main import main
+from entropyrl.config import load_config
+from entropyrl.errors import UserError
+from entropyrl.train import train
+from entropyrl.train.metrics import read_metrics
+from entropyrl.train.state import RunLock
+
+
+def tiny(model_dir, *extra):
+    return [f"model.path={model_dir}", "model.device=cpu", "steps=3", "rollout.n_prompts=2",
+            "rollout.group_size=2", "rollout.max_new_tokens=6", "update.mini_batch_size=4",
+            "update.micro_batch_size=4", "eval.every=0", "data.train_size=16",
+            "data.val_size=4", "progress=false", *extra]
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_checkpoints_says_where_it_stopped_and_exits_128_plus_signal(
+        micro_model_dir, tmp_path, monkeypatch, capsys, signum, code):
+    import entropyrl.train.loop as loop
+
+    real = loop.rl_step
+
+    def step_then_signal(run, step):
+        out = real(run, step)
+        if step == 2:
+            os.kill(os.getpid(), signum)
+        return out
+
+    monkeypatch.setattr(loop, "rl_step", step_then_signal)
+    out = tmp_path / "run"
+    args = ["train", "-c", "testbed/grpo", "--out", str(out), *tiny(micro_model_dir)]
+    assert main(args) == code
+    err = capsys.readouterr().err
+    assert f"interrupted by {signal.Signals(signum).name} at step 2 of 3" in err
+    assert "Run the same command to resume" in err and "Traceback" not in err
+    assert (out / "checkpoints" / "step_2").is_dir()
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]
+    monkeypatch.setattr(loop, "rl_step", real)
+    assert main(args) == 0  # the same command resumes and finishes
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_the_demo_stops_at_a_signal_instead_of_going_on(micro_model_dir, tmp_path,
+                                                        monkeypatch):
+    import entropyrl.train.loop as loop
+
+    real, calls = loop.rl_step, []
+
+    def signal_at_once(run, step):
+        calls.append(run.cfg.name)
+        out = real(run, step)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(loop, "rl_step", signal_at_once)
+    args = ["demo", "--out", str(tmp_path / "demo"), *tiny(micro_model_dir)]
+    assert main(args) == 143
+    assert calls == ["GRPO"]  # no other method started
+    assert not (tmp_path / "demo" / "report.html").exists()
+
+
+def test_a_second_run_on_the_same_directory_is_refused_with_the_holders_pid(micro_model_dir,
+                                                                            tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = RunLock(out)
+    try:
+        with pytest.raises(UserError, match=f"in use by another entropyrl run \\(PID {os.getpid()}"):
+            train(load_config("testbed/grpo", tiny(micro_model_dir)), out)
+    finally:
+        holder.release()
+    assert not (out / "metrics.jsonl").exists()
+    train(load_config("testbed/grpo", tiny(micro_model_dir)), out)  # free again
+
+
+def test_an_earlier_attempt_without_a_checkpoint_is_moved_aside_not_deleted(micro_model_dir,
+                                                                            tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 1, "train/entropy": 9.9}\n')
+    (out / "config.yaml").write_text("name: earlier\n")
+    train(load_config("testbed/grpo", tiny(micro_model_dir, "steps=1")), out)
+    aside = out / "earlier_attempt_1"
+    assert (aside / "metrics.jsonl").read_text() == '{"step": 1, "train/entropy": 9.9}\n'
+    assert (aside / "config.yaml").read_text() == "name: earlier\n"
+    assert "moved to" in capsys.readouterr().err
+    assert read_metrics(out / "metrics.jsonl")[0]["train/entropy"] != 9.9
+
+
+def test_resuming_with_another_config_is_refused_unless_allowed_and_then_recorded(
+        micro_model_dir, tmp_path):
+    out = tmp_path / "run"
+    train(load_config("testbed/grpo", tiny(micro_model_dir, "steps=1")), out)
+    before = (out / "metrics.jsonl").read_text()
+    changed = load_config("testbed/grpo", tiny(micro_model_dir, "steps=2", "optim.lr=1e-3"))
+    with pytest.raises(UserError, match=r"optim\.lr: 0\.0002 -> 0\.001.*steps: 1 -> 2"):
+        train(changed, out)
+    assert (out / "metrics.jsonl").read_text() == before  # nothing touched
+    train(changed, out, allow_config_change=True)
+    (row,) = [json.loads(line) for line in (out / "config_changes.jsonl").read_text().splitlines()]
+    assert row["from_checkpoint"] == "step_1"
+    assert {c["key"] for c in row["changes"]} == {"optim.lr", "steps"}
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]
+
+
+@pytest.mark.parametrize("where", ["file", "under_file", "dev_null", "read_only"])
+def test_an_unusable_out_directory_is_a_clear_error(micro_model_dir, tmp_path, capsys,
+                                                    monkeypatch, where):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("keep me\n")
+    out = {"file": blocker, "under_file": blocker / "run", "dev_null": "/dev/null",
+           "read_only": tmp_path / "ro"}[where]
+    if where == "read_only":  # the tests run as root, which permission bits do not stop
+        def read_only(run_dir):
+            raise PermissionError(13, "Permission denied", str(run_dir / ".lock"))
+
+        monkeypatch.setattr("entropyrl.train.setup.RunLock", read_only)
+    args = ["train", "-c", "testbed/grpo", "--out", str(out), *tiny(micro_model_dir)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "Traceback" not in err
+    assert blocker.read_text() == "keep me\n"
