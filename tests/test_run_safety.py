@@ -129,3 +129,44 @@ def test_an_unusable_out_directory_is_a_clear_error(micro_model_dir, tmp_path, c
     err = capsys.readouterr().err
     assert "--out" in err and "Traceback" not in err
     assert blocker.read_text() == "keep me\n"
+
+
+def test_without_a_terminal_progress_is_printed_as_plain_lines(micro_model_dir, tmp_path,
+                                                                capsys):
+    cfg = load_config("testbed/grpo", tiny(micro_model_dir, "progress=true", "eval.every=2",
+                                           "eval.k=1", "eval.max_new_tokens=4"))
+    train(cfg, tmp_path / "run")  # pytest's captured stdout is not a terminal
+    captured = capsys.readouterr()
+    lines = [ln for ln in captured.out.splitlines() if ln.startswith("[GRPO] step")]
+    assert [ln.split()[2] for ln in lines] == ["1/3", "3/3"]  # first, validated and last
+    assert all("H=" in ln and "val=" in ln and "ETA" in ln for ln in lines)
+    assert "Loading weights" not in captured.err  # no transformers bars at load and save
+
+
+def test_tensorboard_gets_the_metrics_and_the_config(micro_model_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = load_config("testbed/grpo", tiny(micro_model_dir, "steps=2", "sinks=[tensorboard]"))
+    out = train(cfg, tmp_path / "run")
+    acc = EventAccumulator(str(out / "tensorboard" / cfg.name)).Reload()
+    logged = [e.value for e in acc.Scalars("train/entropy")]
+    want = [r["train/entropy"] for r in read_metrics(out / "metrics.jsonl")]
+    assert logged == pytest.approx(want, rel=1e-6)
+    assert list((out / "tensorboard" / cfg.name).glob("*/events.out.tfevents.*"))  # hparams
+
+
+def test_a_tracker_that_cannot_start_is_a_clear_error_before_the_first_step(
+        micro_model_dir, tmp_path, monkeypatch, capsys):
+    from accelerate.tracking import TensorBoardTracker
+
+    def broken(self):
+        raise RuntimeError("tracking server unreachable")
+
+    monkeypatch.setattr(TensorBoardTracker, "start", broken)
+    out = tmp_path / "run"
+    args = ["train", "-c", "testbed/grpo", "--out", str(out),
+            *tiny(micro_model_dir, "sinks=[tensorboard]")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "metric sink 'tensorboard' could not start" in err and "unreachable" in err
+    assert not (out / "metrics.jsonl").exists()

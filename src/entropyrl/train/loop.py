@@ -11,7 +11,9 @@ rank)``, so a resumed run reproduces an uninterrupted one exactly on CPU. One st
 
 from __future__ import annotations
 
+import math
 import signal
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +48,19 @@ def train(
         RunInterrupted: SIGINT or SIGTERM stopped the run; it checkpointed first.
         UserError: a problem the user can fix (nothing already written is damaged).
     """
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no load/save bars at every checkpoint
+    try:
+        return _train(cfg, out_dir, accelerator, stop_after, allow_config_change)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _train(cfg: TrainConfig, out_dir: Path, accelerator: Any, stop_after: int | None,
+           allow_config_change: bool) -> Path:
     run = setup(cfg, out_dir, accelerator, allow_config_change=allow_config_change)
     try:
         with _stop_signals() as stop, _progress(run) as advance:
@@ -134,17 +149,24 @@ def _stop_signals() -> Any:
 
 @contextmanager
 def _progress(run: Run) -> Any:
-    """A rich progress bar with step, entropy, accuracy and ETA (main process only)."""
+    """The main process's progress: a rich bar on a terminal, plain lines otherwise.
+
+    Without a terminal (make logs, CI, SLURM) a line is printed at the first and last step,
+    at validation steps and at least every ``PLAIN_EVERY_S`` seconds.
+    """
+    enabled = run.cfg.progress and run.dist.is_main
+    if enabled and not sys.stdout.isatty():
+        yield _plain_progress(run)
+        return
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    enabled = run.cfg.progress and run.dist.is_main
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(),
-        TextColumn("step {task.completed}/{task.total}"),
-        TextColumn("H={task.fields[h]}  acc={task.fields[acc]}  val={task.fields[val]}"),
-        TimeRemainingColumn(), disable=not enabled, transient=False,
+        TextColumn("[bold]{task.description}"), BarColumn(bar_width=12),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("H={task.fields[h]} acc={task.fields[acc]} val={task.fields[val]}"),
+        TimeRemainingColumn(compact=True), disable=not enabled, transient=False,
     )
-    task = progress.add_task(run.cfg.name, total=run.cfg.steps, completed=run.step,
+    task = progress.add_task(run.cfg.name[:16], total=run.cfg.steps, completed=run.step,
                              h="-", acc="-", val="-")
     last_val = ["-"]
 
@@ -156,3 +178,28 @@ def _progress(run: Run) -> Any:
 
     with progress:
         yield advance
+
+
+PLAIN_EVERY_S = 30.0
+
+
+def _plain_progress(run: Run) -> Any:
+    """``advance(metrics)`` printing one plain line now and then (see :func:`_progress`)."""
+    start, first = time.monotonic(), run.step + 1
+    printed, last_val = [-math.inf], ["-"]
+
+    def advance(m: dict[str, Any]) -> None:
+        step, now = int(m["step"]), time.monotonic()
+        if "val/acc" in m:
+            last_val[0] = f"{m['val/acc']:.3f}"
+        due = now - printed[0] >= PLAIN_EVERY_S
+        if not (due or step in (first, run.cfg.steps) or "val/acc" in m):
+            return
+        per_step = (now - start) / (step - first + 1)
+        eta = per_step * (run.cfg.steps - step)
+        print(f"[{run.cfg.name}] step {step}/{run.cfg.steps}  H={m['train/entropy']:.3f}  "
+              f"acc={m['train/acc']:.3f}  val={last_val[0]}  {per_step:.1f} s/step  "
+              f"ETA {int(eta // 60)}m{int(eta % 60):02d}s", flush=True)
+        printed[0] = now
+
+    return advance

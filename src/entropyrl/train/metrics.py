@@ -33,14 +33,33 @@ def _clean(value: Any) -> Any:
 
 
 class MetricsSink:
-    """Append-only metrics writer with optional mirrors to external trackers."""
+    """Append-only metrics writer, mirrored to accelerate's trackers (TensorBoard, W&B, MLflow).
+
+    Every tracker is started, and given the run's config as hyper-parameters, before the
+    first step: one that cannot start is a :class:`~entropyrl.errors.UserError` and the ones
+    already started are finished. :meth:`close` finishes them all.
+    """
 
     def __init__(self, run_dir: Path, sinks: list[str], run_name: str, config: Mapping[str, Any]):
         self.path = run_dir / "metrics.jsonl"
+        self._trackers: list[Any] = []
+        try:
+            for sink in sinks:
+                tracker = _tracker(sink, run_dir, run_name)
+                self._trackers.append(tracker)
+                tracker.start()
+                tracker.store_init_configuration(_hyperparameters(config))
+        except UserError:
+            self._finish_trackers()
+            raise
+        except Exception as err:  # each tracker library raises its own types
+            self._finish_trackers()
+            raise UserError(
+                f"metric sink {sinks[len(self._trackers) - 1]!r} could not start "
+                f"({type(err).__name__}: {err}). Fix its settings (e.g. MLFLOW_TRACKING_URI, "
+                "WANDB_MODE) or remove it from `sinks`."
+            ) from None
         self._file = self.path.open("a", encoding="utf-8")
-        self._mirrors: list[Any] = []
-        for sink in sinks:
-            self._mirrors.append(_open_mirror(sink, run_dir, run_name, config))
 
     def write(self, metrics: Mapping[str, Any]) -> None:
         """Write one step's metrics (must contain ``step``)."""
@@ -50,12 +69,33 @@ class MetricsSink:
         os.fsync(self._file.fileno())
         step = int(row["step"])
         numbers = {k: v for k, v in row.items() if isinstance(v, int | float) and k != "step"}
-        for mirror in self._mirrors:
-            mirror(numbers, step)
+        for tracker in self._trackers:
+            tracker.log(numbers, step=step)
 
     def close(self) -> None:
-        """Close the file (and flush the mirrors)."""
+        """Close the file and finish the trackers."""
         self._file.close()
+        self._finish_trackers()
+
+    def _finish_trackers(self) -> None:
+        for tracker in self._trackers:
+            try:
+                tracker.finish()
+            except Exception:
+                pass
+        self._trackers = []
+
+
+def _hyperparameters(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The config flattened to dotted keys with scalar values, as trackers store them."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out.update(_hyperparameters(value, f"{prefix}{key}."))
+        else:
+            scalar = isinstance(value, bool | int | float | str) or value is None
+            out[prefix + key] = value if scalar else str(value)
+    return out
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
@@ -124,31 +164,23 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [row for _, row in parsed.rows if isinstance(row, dict)]
 
 
-def _open_mirror(sink: str, run_dir: Path, run_name: str, config: Mapping[str, Any]) -> Any:
+def _tracker(sink: str, run_dir: Path, run_name: str) -> Any:
+    """An accelerate tracker for a sink name (not started)."""
     try:
+        from accelerate.tracking import MLflowTracker, TensorBoardTracker, WandBTracker
+
         if sink == "tensorboard":
-            from torch.utils.tensorboard import SummaryWriter
+            import tensorboard  # noqa: F401 - fail here, with the install hint, if missing
 
-            writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-
-            def tb(numbers: dict[str, float], step: int) -> None:
-                for key, value in numbers.items():
-                    writer.add_scalar(key, value, step)
-                writer.flush()
-
-            return tb
+            return TensorBoardTracker(run_name, run_dir / "tensorboard")
         if sink == "wandb":
-            import wandb
+            import wandb  # noqa: F401
 
-            wb_run = wandb.init(name=run_name, dir=str(run_dir), config=dict(config))
-            return lambda numbers, step: wb_run.log(numbers, step=step)
+            return WandBTracker(run_name, dir=str(run_dir))
         if sink == "mlflow":
-            import mlflow
+            import mlflow  # noqa: F401
 
-            mlflow.start_run(run_name=run_name)
-            return lambda numbers, step: mlflow.log_metrics(
-                {k.replace("/", "_"): v for k, v in numbers.items()}, step=step
-            )
+            return MLflowTracker(experiment_name=run_name, logging_dir=str(run_dir / "mlruns"))
     except ImportError as err:
         raise UserError(
             f"metric sink {sink!r} needs a package that is not installed ({err.name}). "
