@@ -1,18 +1,20 @@
 # Two entry points do all the set-up on a fresh machine: `make demo` and `make test`.
-# The virtual environment is created on first use; the CPU build of PyTorch is installed
-# before anything else so that no CUDA packages are pulled in.
-PYTHON ?= python3
-VENV   ?= .venv
-BIN    := $(VENV)/bin
-TORCH  ?= torch==2.13.0
-STAMP  := $(VENV)/.installed
+# The virtual environment is created on first use; PyTorch is installed before anything else,
+# from the PyTorch project's CPU wheel index, so that no CUDA packages are pulled in. For a GPU
+# build name its index, e.g. `make test TORCH_INDEX=https://download.pytorch.org/whl/cu128`.
+PYTHON      ?= python3
+VENV        ?= .venv
+BIN         := $(VENV)/bin
+TORCH       ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+STAMP       := $(VENV)/.installed
 
 .PHONY: demo test test-slow lint bench bench-seeds bench-plateau gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet --retries 1 --timeout 20 --extra-index-url "$(TORCH_INDEX)" "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[dev,math]"
 	touch $(STAMP)
 
