@@ -170,3 +170,25 @@ def test_a_tracker_that_cannot_start_is_a_clear_error_before_the_first_step(
     err = capsys.readouterr().err
     assert "metric sink 'tensorboard' could not start" in err and "unreachable" in err
     assert not (out / "metrics.jsonl").exists()
+
+
+def test_non_finite_weights_stop_the_run_with_exit_2_and_keep_the_last_checkpoint(
+        micro_model_dir, tmp_path, monkeypatch, capsys):
+    import entropyrl.train.update as update_mod
+
+    out = tmp_path / "run"
+    args = ["train", "-c", "testbed/grpo", "--out", str(out),
+            *tiny(micro_model_dir, "checkpoint_every=1")]
+    real_step = update_mod._clip_and_step
+
+    def poison_at_step_2(learner, grad_clip, step, update, dist):
+        if step == 2:  # what an absurd learning rate or a bad kernel would do
+            for group in learner.optimizer.param_groups:
+                group["lr"] = float("inf")
+        return real_step(learner, grad_clip, step, update, dist)
+
+    monkeypatch.setattr(update_mod, "_clip_and_step", poison_at_step_2)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "weights became NaN/inf" in err and "step 2" in err and "Traceback" not in err
+    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step_1"]

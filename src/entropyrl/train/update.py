@@ -187,7 +187,7 @@ def update_on_batch(
                     obj = _micro_step(learner, batch, idx, loss, selected[j], den, dist.world,
                                       temperature)
                 acc.add(obj, int(batch.rollout.response_mask[idx].sum()))
-            norms.append(_clip_and_step(learner, grad_clip, step, n_updates))
+            norms.append(_clip_and_step(learner, grad_clip, step, n_updates, dist))
             n_updates += 1
     out = {f"loss/{k}": v for k, v in acc.result(n_updates, dist).items()}
     out["optim/grad_norm"] = sum(norms) / len(norms)
@@ -237,7 +237,8 @@ def _micro_step(
     return metrics
 
 
-def _clip_and_step(learner: Learner, grad_clip: float, step: int, update: int) -> float:
+def _clip_and_step(learner: Learner, grad_clip: float, step: int, update: int,
+                   dist: Dist) -> float:
     params = [p for p in learner.model.parameters() if p.requires_grad]
     max_norm = grad_clip if grad_clip > 0 else math.inf
     if learner.sharded:
@@ -256,7 +257,20 @@ def _clip_and_step(learner: Learner, grad_clip: float, step: int, update: int) -
         )
     learner.optimizer.step()
     learner.scheduler.step()
+    _check_weights(params, dist, step, update)
     return norm
+
+
+def _check_weights(params: list[torch.Tensor], dist: Dist, step: int, update: int) -> None:
+    """Stop, before anything is saved, if an optimizer step made a weight NaN/inf."""
+    local = [p.to_local() if hasattr(p, "to_local") else p for p in params]
+    bad = torch.stack([~torch.isfinite(p.detach()).all() for p in local]).any()
+    if dist.max([float(bad)])[0]:
+        raise NonFiniteError(
+            f"the weights became NaN/inf in the optimizer step at step {step} (update "
+            f"{update}). Lower optim.lr or check optim.eps; the run stopped before saving and "
+            "the last checkpoint is intact."
+        )
 
 
 @torch.no_grad()
