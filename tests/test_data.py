@@ -395,3 +395,19 @@ def test_chat_template_and_fallback(tmp_path):
     rows = load_math_dataset(path, tokenizer=FakeChatTokenizer()).rows
     assert rows[0]["prompt"].startswith("<user>What is $1+1$?")
     assert rows[0]["question"] == "What is $1+1$?"
+
+
+@pytest.mark.parametrize("name", ["latin1.jsonl", "latin1.json"])
+def test_data_that_is_not_utf8_is_a_clear_error(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes('{"problem": "caf\xe9", "answer": "1"}\n'.encode("latin-1"))
+    with pytest.raises(UserError, match="not UTF-8 text"):
+        load_math_dataset(path)
+
+
+def test_a_corrupt_parquet_file_is_a_clear_error(tmp_path):
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "cut.parquet"
+    path.write_bytes(b"PAR1" + b"\x00" * 64 + b"PAR1")
+    with pytest.raises(UserError, match="not a readable parquet file"):
+        load_math_dataset(path)

@@ -50,10 +50,15 @@ def read_local(path: str | Path) -> Iterator[RawRecord]:
     if not p.is_file():
         raise UserError(f"{p}: data file not found. Check the path (relative to {Path.cwd()}).")
     suffix = p.suffix.lower()
-    if suffix == ".jsonl":
-        yield from _read_jsonl(p)
-    elif suffix == ".json":
-        yield from _read_json(p)
+    if suffix in (".jsonl", ".json"):
+        try:
+            records = list(_read_jsonl(p) if suffix == ".jsonl" else _read_json(p))
+        except UnicodeDecodeError as e:
+            raise UserError(
+                f"{p}: not UTF-8 text (byte {e.start}: {e.reason}). Save the file as UTF-8, or "
+                "check that it is the data file you meant."
+            ) from None
+        yield from records
     elif suffix == ".parquet":
         for i, rec in enumerate(_read_parquet(p), start=1):
             yield RawRecord(i, rec)
@@ -100,9 +105,9 @@ def _read_parquet(p: Path) -> list[Any]:
         pq = importlib.import_module("pyarrow.parquet")
     except ImportError:
         pq = None
-    if pq is not None:
-        return list(pq.read_table(p).to_pylist())
     try:
+        if pq is not None:
+            return list(pq.read_table(p).to_pylist())
         pd = importlib.import_module("pandas")
         return list(pd.read_parquet(p).to_dict("records"))
     except ImportError as e:
@@ -110,6 +115,11 @@ def _read_parquet(p: Path) -> list[Any]:
             f"{p}: reading .parquet files needs pyarrow (or pandas with a parquet engine). "
             "Install it with `pip install pyarrow`, or convert the file to .jsonl."
         ) from e
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise UserError(
+            f"{p}: not a readable parquet file ({type(e).__name__}: {e}). Check that the "
+            "download finished, or convert the data to .jsonl."
+        ) from None
 
 
 def read_hub(source: str, split: str | None = None, config: str | None = None) -> list[Any]:
