@@ -192,3 +192,31 @@ def test_non_finite_weights_stop_the_run_with_exit_2_and_keep_the_last_checkpoin
     err = capsys.readouterr().err
     assert "weights became NaN/inf" in err and "step 2" in err and "Traceback" not in err
     assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step_1"]
+
+
+def test_a_full_disk_at_a_checkpoint_keeps_the_last_one_and_says_how_much_is_needed(
+        micro_model_dir, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import entropyrl.train.state as state_mod
+    from entropyrl.train.state import load_trainer_state
+
+    out = tmp_path / "run"
+    args = ["train", "-c", "testbed/grpo", "--out", str(out),
+            *tiny(micro_model_dir, "checkpoint_every=1")]
+    real_save = state_mod.torch.save
+    calls = []
+
+    def full_at_second(obj, path, *a, **k):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, path, *a, **k)
+
+    monkeypatch.setattr(state_mod.torch, "save", full_at_second)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the checkpoint of step 2" in err and "No space left" in err
+    assert "GiB are free" in err and "step_1) is intact" in err and "Traceback" not in err
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_1"]  # no temp left
+    assert load_trainer_state(out / "checkpoints" / "step_1")["step"] == 1

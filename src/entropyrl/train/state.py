@@ -95,17 +95,38 @@ def save_checkpoint(
     tmp = root / f".tmp_step_{step}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
-    tokenizer.save_pretrained(tmp)
-    if "config" in trainer_state:  # readable without loading the optimizer state
-        (tmp / RUN_CONFIG).write_text(yaml.safe_dump(trainer_state["config"], sort_keys=False))
-    torch.save(trainer_state, tmp / STATE_FILE)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
+        tokenizer.save_pretrained(tmp)
+        if "config" in trainer_state:  # readable without loading the optimizer state
+            (tmp / RUN_CONFIG).write_text(yaml.safe_dump(trainer_state["config"],
+                                                         sort_keys=False))
+        torch.save(trainer_state, tmp / STATE_FILE)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
+        written = _size(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+        free = shutil.disk_usage(root).free
+        previous = latest_checkpoint(run_dir)
+        need = max(_size(previous) if previous else 0, written)
+        kept = f"the last checkpoint ({previous.name}) is intact" if previous else (
+            "no earlier checkpoint exists")
+        raise UserError(
+            f"cannot write the checkpoint of step {step} in {root} ({err}). "
+            f"{free / 2**30:.1f} GiB are free and a checkpoint needs about {need / 2**30:.1f} "
+            f"GiB; free some space (or lower keep_checkpoints) and run the same command to "
+            f"resume; {kept}."
+        ) from None
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
     for _, old in checkpoint_dirs(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _size(path: Path) -> int:
+    """Bytes of the files below ``path`` (0 if it does not exist)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
 def load_trainer_state(path: Path) -> dict[str, Any]:
