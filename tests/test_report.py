@@ -390,3 +390,26 @@ def test_law_warnings_flag_a_run_the_law_does_not_describe(three_runs, tmp_path)
     assert [n for n in steep.notes if "law" in n] == [
         f"the law's ceiling b − a = {steep.ceiling:.1%} is above 100%: the fitted curve does "
         "not bound this run's accuracy"]
+
+
+@pytest.mark.parametrize("problem", ["file_in_the_way", "disk_full"])
+def test_report_that_cannot_be_written_is_a_clear_error(three_runs, tmp_path, monkeypatch,
+                                                        problem):
+    import errno
+
+    from entropyrl.cli.main import main
+
+    out = tmp_path / "out"
+    if problem == "file_in_the_way":
+        out.write_text("keep me\n")
+    else:
+        def full(self, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(Path, "write_text", full)
+    before = {p: p.read_bytes() for run in three_runs.values() for p in Path(run).rglob("*")
+              if p.is_file()}
+    assert main(["report", *map(str, three_runs.values()), "--out", str(out)]) == 2
+    if problem == "file_in_the_way":
+        assert out.read_text() == "keep me\n"
+    assert all(p.read_bytes() == b for p, b in before.items())  # the runs were only read

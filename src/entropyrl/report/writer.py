@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from entropyrl.errors import UserError
 from entropyrl.report.compare import LATE_FRACTION, law_offset
 from entropyrl.report.load import load_run_data
 from entropyrl.report.summary import (
@@ -69,16 +70,30 @@ def write_report(
     Raises:
         UserError: a run has no readable ``metrics.jsonl``.
     """
-    from entropyrl import __version__
-    from entropyrl.report.html import render_html
-    from entropyrl.report.plots import method_colors, write_figures
+    from entropyrl.report.plots import write_figures
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     data = [load_run_data(Path(path), name) for name, path in runs.items()]
     laws = {d.name: fit_run_law(d) for d in data}
     summaries = {d.name: summarize(d, law=laws[d.name], skew_steps=skew_steps) for d in data}
-    figures = write_figures(data, laws, summaries, out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        figures = write_figures(data, laws, summaries, out_dir)
+        return _write_summary(summaries, laws, figures, out_dir)
+    except OSError as err:  # a full disk, a read-only location, a file in the way
+        raise UserError(
+            f"cannot write the report in {out_dir} ({err.strerror or err}). Choose a writable "
+            "--out with free space; the runs themselves were only read."
+        ) from None
+
+
+def _write_summary(summaries: dict[str, Any], laws: dict[str, Any], figures: dict[str, Path],
+                   out_dir: Path) -> dict[str, Any]:
+    """Write ``summary.json`` and ``report.html``; returns the summary."""
+    from entropyrl import __version__
+    from entropyrl.report.html import render_html
+    from entropyrl.report.plots import method_colors
+
     baseline = _baseline(list(summaries))
     comparison = _comparison(summaries, laws, baseline)
     summary: dict[str, Any] = {
