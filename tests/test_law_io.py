@@ -162,11 +162,14 @@ def test_non_numeric_and_nan_values(tmp_path):
         load_run(write_jsonl(tmp_path / "a.jsonl", rows))
     rows[3]["val/acc"] = float("nan")  # json.dumps writes NaN
     with pytest.raises(UserError, match=r"val/acc in .*NaN/inf value\(s\) \(at step 4\)"):
-        load_run(write_jsonl(tmp_path / "b.jsonl", rows))
+        load_run(write_jsonl(tmp_path / "b.jsonl", rows), strict=True)
+    run = load_run(tmp_path / "b.jsonl")  # by default dropped, with a note naming the step
+    assert list(run.score.steps) == [8, 12, 16, 20]  # the evaluation at step 4 is gone
+    assert any("dropped 1 NaN/inf value(s) (at step 4)" in n for n in run.notes)
     path = tmp_path / "c.csv"
     path.write_text("step,train/entropy,val/acc\n1,0.5,0.1\n2,inf,0.2\n")
     with pytest.raises(UserError, match=r"train/entropy in .*c\.csv: 1 NaN/inf"):
-        load_run(path)
+        load_run(path, strict=True)
 
 
 def test_unreadable_and_missing_paths(tmp_path):

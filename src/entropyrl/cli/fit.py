@@ -59,6 +59,8 @@ def add_parser(sub: Any) -> None:
                         "global_step, trainer/global_step, Step)")
     p.add_argument("--fit-fraction", type=_fraction, default=0.15, metavar="F",
                    help="fraction of the run's steps the early forecast fits on (default 0.15)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a log with NaN/inf values (default: drop them with a note)")
     p.add_argument("--robust", action="store_true",
                    help="fit with a robust loss, against outlier evaluations")
     p.add_argument("--robust-loss", choices=("soft_l1", "huber"), default="soft_l1",
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if args.n_boot < 50:
         raise UserError(f"--n-boot {args.n_boot}: use at least 50 bootstrap resamples")
     logs = [load_run(path, entropy_key=args.entropy_key, score_key=args.score_key,
-                     step_key=args.step_key) for path in args.runs]
+                     step_key=args.step_key, strict=args.strict) for path in args.runs]
     logs = _dedupe_names(logs)
     method: Any = args.robust_loss if args.robust else "ols"  # argparse restricts the choices
     analyses = [

@@ -35,11 +35,15 @@ class Series:
         return len(self.steps)
 
 
-def make_series(key: str, steps: Any, values: Any, *, source: str = "") -> Series:
+def make_series(key: str, steps: Any, values: Any, *, source: str = "",
+                drop_nonfinite: bool = False, notes: list[str] | None = None) -> Series:
     """Build a :class:`Series` from unsorted ``(step, value)`` pairs.
 
     Steps are sorted; a step logged twice (e.g. a resumed run that re-logged it) keeps the
-    value that came last. NaN/inf values raise ``LawDataError`` naming the key and the steps.
+    value that came last. NaN/inf values raise ``LawDataError`` naming the key and the steps,
+    unless ``drop_nonfinite``: then they are dropped and counted in ``notes`` (exports of
+    W&B and other trackers often hold NaN or empty cells); a key with no finite value at all
+    is still an error.
     """
     s = np.asarray(steps, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
@@ -49,7 +53,13 @@ def make_series(key: str, steps: Any, values: Any, *, source: str = "") -> Serie
     if not np.isfinite(s).all():
         raise LawDataError(f"{key}{where}: a step number is NaN/inf")
     bad = ~np.isfinite(v)
-    if bad.any():
+    if bad.any() and drop_nonfinite and not bad.all():
+        shown = ", ".join(f"{x:g}" for x in s[bad][:5]) + (", ..." if bad.sum() > 5 else "")
+        if notes is not None:
+            notes.append(f"{key}{where}: dropped {int(bad.sum())} NaN/inf value(s) (at step "
+                         f"{shown}); pass --strict to refuse them")
+        s, v = s[~bad], v[~bad]
+    elif bad.any():
         shown = ", ".join(f"{x:g}" for x in s[bad][:5])
         raise LawDataError(
             f"{key}{where}: {int(bad.sum())} NaN/inf value(s) (at step {shown}); a diverged "

@@ -53,8 +53,11 @@ def load_run(
     score_key: str = DEFAULT_KEYS["score"],
     step_key: str = DEFAULT_KEYS["step"],
     name: str | None = None,
+    strict: bool = False,
 ) -> RunLog:
     """Read the entropy and score series of one run.
+
+    NaN/inf values are dropped with a note (``strict``: refused).
 
     Args:
         path: a log file, or a run directory (``metrics.jsonl`` or TensorBoard events).
@@ -62,6 +65,7 @@ def load_run(
         score_key: key of the evaluation score ``R``.
         step_key: key of the training step (ignored for TensorBoard, whose events carry it).
         name: display name; default the run directory's (or file's) name.
+        strict: refuse NaN/inf values instead of dropping them.
 
     Raises:
         UserError: unreadable file, unknown format, missing key (listing the keys present),
@@ -77,8 +81,11 @@ def load_run(
     else:
         columns = _read_jsonl(file, keys, step_key, notes)
     where = str(file)
-    entropy = make_series(entropy_key, *columns[entropy_key], source=where)
-    score = make_series(score_key, *columns[score_key], source=where)
+    drop = not strict
+    entropy = make_series(entropy_key, *columns[entropy_key], source=where,
+                          drop_nonfinite=drop, notes=notes)
+    score = make_series(score_key, *columns[score_key], source=where, drop_nonfinite=drop,
+                        notes=notes)
     return RunLog(name or default_name(Path(path)), file, fmt, entropy, score, tuple(notes))
 
 
