@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import threading
 import time
 
@@ -345,6 +346,38 @@ def test_pool_counts_errors_and_worker_deaths():
         assert pool.stats.errors == 1 and pool.stats.restarts == 1
     with pytest.raises(RuntimeError, match="after close"):
         pool.score("x", "1")
+
+
+def _echo(response: str, answer: str) -> float:
+    return float(response == answer)
+
+
+_IMPORTED = []
+
+
+def _slow_first_call(response: str, answer: str) -> float:
+    """Like a verifier whose first call imports a heavy library."""
+    if not _IMPORTED:
+        time.sleep(1.5)
+        _IMPORTED.append(True)
+    return float(response == answer)
+
+
+def test_pool_replaces_a_worker_killed_while_idle():
+    with RewardPool(_echo, workers=2, timeout=5.0) as pool:
+        assert pool.score_batch(["a", "b"], ["a", "x"]) == [1.0, 0.0]
+        victim = pool._workers[0].process
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(timeout=5)
+        assert pool.score_batch(["a", "b", "c"], ["a", "b", "x"]) == [1.0, 1.0, 0.0]
+        assert pool.stats.restarts == 1 and pool.stats.errors == 0
+
+
+def test_pool_warm_up_keeps_lazy_imports_out_of_the_deadline():
+    with RewardPool(_slow_first_call, workers=1, timeout=1.0) as cold:
+        assert cold.score("a", "a") == 0.0 and cold.stats.timeouts == 1  # the import timed out
+    with RewardPool(_slow_first_call, workers=1, timeout=1.0, warm_up=("", "")) as warm:
+        assert warm.score("a", "a") == 1.0 and warm.stats.timeouts == 0
 
 
 # --------------------------------------------------------------------------------------------

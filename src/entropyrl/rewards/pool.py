@@ -46,10 +46,17 @@ class PoolStats:
     """Workers started to replace a killed or dead one."""
 
 
-def _worker_main(conn: Connection, fn: ScoreFn) -> None:
-    """Worker loop: announce readiness, then score ``(call_id, index, response, answer)``."""
+def _worker_main(conn: Connection, fn: ScoreFn, warm_up: tuple[str, str] | None) -> None:
+    """Worker loop: warm up, announce readiness, then score ``(call_id, index, response, answer)``.
+
+    The warm-up call imports what ``fn`` imports lazily (math-verify, sympy: seconds on a busy
+    machine) before the worker takes work, so no real answer pays it inside its deadline.
+    """
     # Ctrl-C goes to the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if warm_up is not None:
+        with contextlib.suppress(Exception):
+            fn(*warm_up)
     conn.send(("ready",))
     while True:
         try:
@@ -69,9 +76,9 @@ def _worker_main(conn: Connection, fn: ScoreFn) -> None:
 class _Worker:
     """One worker process and the parent's end of its pipe."""
 
-    def __init__(self, ctx: Any, fn: ScoreFn):
+    def __init__(self, ctx: Any, fn: ScoreFn, warm_up: tuple[str, str] | None):
         self.conn, child = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=_worker_main, args=(child, fn), daemon=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, fn, warm_up), daemon=True)
         self.process.start()
         child.close()
         self.started = time.monotonic()
@@ -97,8 +104,11 @@ class RewardPool:
         start_method: ``"spawn"`` (default, portable, safe with CUDA/threads) or
             ``"forkserver"``.
         startup_timeout: seconds to wait for a worker to start before raising ``RuntimeError``.
+        warm_up: ``(response, answer)`` each worker scores once before it takes work, so that
+            lazy imports happen outside every call's deadline (None: no warm-up).
 
-    Use as a context manager, or call :meth:`close`.
+    Workers are replaced when they pass a deadline or die, busy or idle. Use as a context
+    manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -109,6 +119,7 @@ class RewardPool:
         *,
         start_method: str = "spawn",
         startup_timeout: float = 120.0,
+        warm_up: tuple[str, str] | None = None,
     ):
         # Imported here, not at module level: _checks imports torch, and every worker process
         # imports this module; workers need only the scoring function's dependencies.
@@ -125,6 +136,7 @@ class RewardPool:
                 f"start_method: expected 'spawn' or 'forkserver', got {start_method!r}"
             )
         self.fn = fn
+        self.warm_up = warm_up
         self.timeout = float(timeout)
         self.startup_timeout = float(startup_timeout)
         self.stats = PoolStats()
@@ -133,7 +145,7 @@ class RewardPool:
         self._call_id = 0
         self._closed = False
         self._executor: ThreadPoolExecutor | None = None
-        self._workers = [_Worker(self._ctx, fn) for _ in range(workers)]
+        self._workers = [_Worker(self._ctx, fn, warm_up) for _ in range(workers)]
 
     # -- public API ------------------------------------------------------------------------
 
@@ -200,7 +212,7 @@ class RewardPool:
 
     def _replace(self, i: int) -> None:
         self._workers[i].kill()
-        self._workers[i] = _Worker(self._ctx, self.fn)
+        self._workers[i] = _Worker(self._ctx, self.fn, self.warm_up)
         self.stats.restarts += 1
 
     def _run(
@@ -209,10 +221,15 @@ class RewardPool:
         pending = deque(range(len(responses)))
         busy = 0
         while pending or busy:
-            for w in self._workers:  # hand work to idle, started workers
+            for i, w in enumerate(self._workers):  # hand work to idle, started workers
                 if pending and w.ready and w.index is None:
                     k = pending.popleft()
-                    w.conn.send((call_id, k, responses[k], answers[k]))
+                    try:
+                        w.conn.send((call_id, k, responses[k], answers[k]))
+                    except OSError:  # it died while idle (killed from outside): replace it
+                        pending.appendleft(k)
+                        self._replace(i)
+                        continue
                     w.index, w.deadline = k, time.monotonic() + self.timeout
                     busy += 1
             now = time.monotonic()
@@ -295,4 +312,5 @@ class MathScorer(RewardPool):
             timeout,
             start_method=start_method,
             startup_timeout=startup_timeout,
+            warm_up=(r"so $\boxed{\frac{1}{2}}$", "0.5"),
         )
