@@ -112,3 +112,41 @@ def test_eval_bad_data_file_exits_2(real_arch_model, tmp_path, capsys):
     assert main(["eval", "--model", str(real_arch_model), "--data", str(bad), "--workers", "1"]) == 2
     err = capsys.readouterr().err
     assert "bad.jsonl" in err and "row 2" in err and "answer" in err and "Traceback" not in err
+
+
+def test_eval_keeps_same_stem_files_apart_and_writes_every_sample(real_arch_model, tmp_path):
+    rows = '{"problem": "1+1?", "answer": "2"}\n{"problem": "2+3?", "answer": "5"}\n'
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "test.jsonl").write_text(rows)
+    out, samples = tmp_path / "eval.json", tmp_path / "samples.jsonl"
+    assert main(["eval", "--model", str(real_arch_model), "--data", str(tmp_path / "a" / "test.jsonl"),
+                 str(tmp_path / "b" / "test.jsonl"), "--n", "2", "--max-new-tokens", "4",
+                 "--workers", "1", "--json", str(out), "--samples", str(samples)]) == 0
+    sources = json.loads(out.read_text())["sources"]
+    assert set(sources) == {"a/test", "b/test"}  # not merged into one "test"
+    assert all(v["n_prompts"] == 2 for v in sources.values())
+    lines = [json.loads(line) for line in samples.read_text().splitlines()]
+    # per source: 2 greedy + 2 prompts x 2 samples
+    assert len(lines) == 2 * (2 + 4)
+    assert {ln["kind"] for ln in lines} == {"greedy", "sampled"}
+    assert set(lines[0]) == {"source", "kind", "prompt", "answer", "response", "score"}
+
+
+def test_hub_ids_name_their_configuration(monkeypatch):
+    import types
+
+    from entropyrl.data.io import read_hub
+    from entropyrl.data.load import default_source_name
+
+    seen = {}
+
+    def load_dataset(name, config, split=None):
+        seen.update(name=name, config=config, split=split)
+        return [{"question": "q", "answer": "#### 1"}]
+
+    monkeypatch.setitem(__import__("sys").modules, "datasets",
+                        types.SimpleNamespace(load_dataset=load_dataset))
+    assert read_hub("openai/gsm8k@main:test") == [{"question": "q", "answer": "#### 1"}]
+    assert seen == {"name": "openai/gsm8k", "config": "main", "split": "test"}
+    assert default_source_name("openai/gsm8k@main:test") == "gsm8k"

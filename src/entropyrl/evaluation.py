@@ -26,6 +26,8 @@ from entropyrl.policy import response_token_stats
 from entropyrl.rollout import Rollout, RolloutEngine, SamplingParams
 
 ScoreBatch = Callable[[list[str], list[dict[str, Any]]], list[float]]
+# (kind, rows, texts, scores), one row/text/score per response
+OnSamples = Callable[[str, list[dict[str, Any]], list[str], list[float]], None]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -112,6 +114,7 @@ def evaluate_source(
     on_batch: Callable[[int], None] | None = None,
     dist: Dist | None = None,
     autocast: Callable[[], Any] = contextlib.nullcontext,
+    on_samples: OnSamples | None = None,
 ) -> SourceResult:
     """Evaluate ``rows`` (one data source) as ``spec`` asks.
 
@@ -126,6 +129,8 @@ def evaluate_source(
         dist: with several ranks, each evaluates its own slice of ``rows`` and the sums are
             combined, so every rank returns the result over all rows.
         autocast: the compute context of the entropy forward.
+        on_samples: called after each batch with ``(kind, rows, texts, scores)``: ``kind`` is
+            ``greedy`` or ``sampled``, one row, text and score per response.
     """
     dist = dist or Dist.single()
     per = -(-len(rows) // dist.world)
@@ -138,15 +143,21 @@ def evaluate_source(
         prompts = [r["prompt"] for r in chunk]
         if spec.greedy:
             g = engine.generate(prompts, 1, greedy)
-            s.greedy += sum(score_batch(g.texts, chunk))
+            greedy_scores = score_batch(g.texts, chunk)
+            s.greedy += sum(greedy_scores)
+            if on_samples is not None:
+                on_samples("greedy", chunk, g.texts, greedy_scores)
             if spec.k == 0:
                 with autocast():
                     s.add_stats(model, g, 1.0)
         if spec.k > 0:
             k = spec.k
             roll = engine.generate(prompts, k, sampled)
-            rewards = score_batch(roll.texts, [chunk[i // k] for i in range(len(roll))])
+            per_response = [chunk[i // k] for i in range(len(roll))]
+            rewards = score_batch(roll.texts, per_response)
             s.samples += sum(rewards)
+            if on_samples is not None:
+                on_samples("sampled", per_response, roll.texts, rewards)
             for i in range(len(chunk)):
                 c = sum(1 for x in rewards[i * k : (i + 1) * k] if x >= 1.0)
                 s.passes += pass_at_k(k, c, k)

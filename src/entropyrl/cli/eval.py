@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per answer check")
     p.add_argument("--batch-prompts", type=int, default=32, help="prompts per generate call")
     p.add_argument("--json", type=Path, help="write the results as JSON here")
+    p.add_argument("--samples", type=Path, metavar="OUT.jsonl",
+                   help="write every generated response here, one JSON object per line "
+                        "(source, kind, prompt, answer, response, score)")
     p.set_defaults(func=run)
 
 
@@ -91,7 +95,15 @@ def run(args: argparse.Namespace) -> int:
     skipped = sum(s.skipped for s in sets)
     console = Console(stderr=True)
     results: dict[str, Any] = {}
-    with MathScorer(workers=args.workers, timeout=args.timeout) as scorer:
+    samples = None
+    if args.samples is not None:
+        try:
+            samples = args.samples.open("w", encoding="utf-8")
+        except OSError as err:
+            raise UserError(f"--samples {args.samples}: cannot write ({err.strerror}); choose "
+                            "a writable file path.") from None
+    with MathScorer(workers=args.workers, timeout=args.timeout) as scorer, (
+            samples or contextlib.nullcontext()):
         def score(texts: list[str], rows: list[dict[str, Any]]) -> list[float]:
             return scorer.score_batch(texts, [str(r["answer"]) for r in rows])
 
@@ -102,13 +114,24 @@ def run(args: argparse.Namespace) -> int:
                 def advance(n: int, task: Any = task) -> None:
                     progress.advance(task, n)
 
+                def keep(kind: str, rs: list[dict[str, Any]], texts: list[str],
+                         scores: list[float], source: str = source) -> None:
+                    if samples is not None:
+                        for r, t, v in zip(rs, texts, scores, strict=True):
+                            samples.write(json.dumps({
+                                "source": source, "kind": kind, "prompt": r["prompt"],
+                                "answer": str(r["answer"]), "response": t, "score": v,
+                            }) + "\n")
+
                 results[source] = evaluate_source(
                     engine, model, rows, score, spec_for(source, args),
-                    batch_prompts=args.batch_prompts, on_batch=advance,
+                    batch_prompts=args.batch_prompts, on_batch=advance, on_samples=keep,
                 )
     table = Table(title=f"{args.model} ({args.preset} preset)")
     for col in ("source", "prompts", "greedy", "avg@k", "pass@k", "k", "len", "entropy", "trunc"):
-        table.add_column(col, justify="left" if col == "source" else "right")
+        # Long source names wrap instead of being cut.
+        table.add_column(col, justify="left" if col == "source" else "right",
+                         overflow="fold" if col == "source" else "ellipsis")
 
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:.1f}"
@@ -125,4 +148,6 @@ def run(args: argparse.Namespace) -> int:
                    "sources": {k: v.to_dict() for k, v in results.items()}}
         args.json.write_text(json.dumps(payload, indent=2))
         console.print(f"wrote {args.json}")
+    if args.samples is not None:
+        console.print(f"wrote every response to {args.samples}")
     return 0

@@ -126,16 +126,19 @@ def read_hub(source: str, split: str | None = None, config: str | None = None) -
     """Records of a Hugging Face dataset, through ``datasets.load_dataset``.
 
     Args:
-        source: dataset id, optionally with the split after a colon (``"owner/name:test"``).
+        source: dataset id, optionally with its configuration after ``@`` and the split after
+            a colon: ``"openai/gsm8k@main:test"``.
         split: split to read; when neither this nor the id names one, the dataset's only split,
             else ``test``, else ``train``.
-        config: dataset configuration name, if it has several.
+        config: dataset configuration name, if it has several (overrides the id's ``@``).
 
     Raises:
         UserError: ``datasets`` missing, the dataset or split not found, or no network.
     """
     name, _, id_split = source.partition(":")
+    name, _, id_config = name.partition("@")
     split = split or id_split or None
+    config = config or id_config or None
     try:
         datasets = importlib.import_module("datasets")
     except ImportError as e:

@@ -42,7 +42,26 @@ def default_source_name(source: str | Path) -> str:
     """Per-source metric name when rows carry none: the file stem, or the hub id's last part."""
     if is_local(source):
         return Path(source).stem
-    return str(source).partition(":")[0].rstrip("/").rsplit("/", 1)[-1]
+    return str(source).partition(":")[0].partition("@")[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+def distinct_source_names(sources: list[str | Path]) -> list[str]:
+    """A default source name per source, longer where two would be equal.
+
+    Two files with the same stem (``a/test.jsonl``, ``b/test.jsonl``) are named by as many
+    trailing path parts as make them differ (``a/test``, ``b/test``), so their rows are never
+    merged into one source.
+    """
+    names = [default_source_name(s) for s in sources]
+    for depth in range(2, 8):
+        clash = {n for n in names if names.count(n) > 1}
+        if not clash:
+            break
+        for i, src in enumerate(sources):
+            if names[i] in clash and is_local(src):
+                parts = Path(src).with_suffix("").parts
+                names[i] = "/".join(parts[-depth:])
+    return names
 
 
 def _records(source: str | Path, split: str | None, config: str | None) -> list[RawRecord]:
@@ -65,8 +84,9 @@ def _choose_schema(source: str, records: list[RawRecord], schema: str | None) ->
     first = next((r.data for r in records if isinstance(r.data, dict)), None)
     fields = sorted(first) if first is not None else "no JSON objects"
     raise UserError(
-        f"{source}: could not tell the dataset schema from the fields {fields}. Pass "
-        f"schema=... (one of {list(SCHEMAS)}), or convert the rows to "
+        f"{source}: could not tell the dataset schema from the fields {fields}. Name it "
+        f"(data.schema in a training config, --schema for entropyrl eval; one of "
+        f"{list(SCHEMAS)}), or convert the rows to "
         '{"prompt": ..., "answer": ...} (the generic schema). See docs/data.md.'
     )
 
@@ -157,5 +177,14 @@ def load_math_dataset(
 
 
 def load_math_datasets(sources: Iterable[str | Path], **kwargs: Any) -> list[LoadResult]:
-    """:func:`load_math_dataset` for each source, with the same options."""
-    return [load_math_dataset(s, **kwargs) for s in sources]
+    """:func:`load_math_dataset` for each source, with the same options.
+
+    Rows without their own ``data_source`` are named after their file, with enough of its
+    path that two files never share a name (:func:`distinct_source_names`).
+    """
+    sources = list(sources)
+    if kwargs.get("data_source") is not None:
+        return [load_math_dataset(s, **kwargs) for s in sources]
+    names = distinct_source_names(sources)
+    return [load_math_dataset(s, **{**kwargs, "data_source": n})
+            for s, n in zip(sources, names, strict=True)]
