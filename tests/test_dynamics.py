@@ -134,14 +134,15 @@ def test_skew_table_custom_fractions_and_bad_fraction():
 # ---------------------------------------------------------------- response-level covariance
 
 
-def test_response_covariance_matches_loop_reference():
+@pytest.mark.parametrize("form", ["npg", "pg"])
+def test_response_covariance_matches_loop_reference(form):
     torch.manual_seed(2)
     B, T = 11, 6
     lp, adv_seq = -torch.rand(B, T) * 3, torch.randn(B)
     mask = torch.rand(B, T) < 0.7
     mask[4] = False  # a response without valid tokens is left out of its group
     gids = torch.tensor([9, 2, 9, 2, 9, 5, 2, 9, 7, 7, 2])  # group 5 has a single response
-    out = response_covariance(lp, adv_seq, mask, gids)
+    out = response_covariance(lp, adv_seq, mask, gids, form=form)
     groups: dict[int, list[int]] = {}
     for i, g in enumerate(gids.tolist()):
         if mask[i].any():
@@ -152,6 +153,8 @@ def test_response_covariance_matches_loop_reference():
             continue
         ell = [float(lp[i][mask[i]].double().mean()) for i in rows]
         a = [float(adv_seq[i]) for i in rows]
+        if form == "pg":  # Cov(ℓ, π·A) with π = exp ℓ
+            a = [math.exp(e) * x for e, x in zip(ell, a, strict=True)]
         me, ma = sum(ell) / len(rows), sum(a) / len(rows)
         ref[g] = sum((x - me) * (y - ma) for x, y in zip(ell, a, strict=True)) / len(rows)
     assert out.group_ids.tolist() == [2, 5, 7, 9]
@@ -161,7 +164,10 @@ def test_response_covariance_matches_loop_reference():
     assert out.mean == pytest.approx(sum(ref.values()) / len(ref), rel=1e-6)
     # Token advantages broadcast from the sequence advantages give the same result.
     tok = torch.where(mask, adv_seq[:, None].expand(B, T), torch.zeros(()))
-    assert response_covariance(lp, tok, mask, gids).mean == pytest.approx(out.mean, rel=1e-9)
+    assert response_covariance(lp, tok, mask, gids, form=form).mean == pytest.approx(
+        out.mean, rel=1e-9)
+    other = "pg" if form == "npg" else "npg"
+    assert abs(response_covariance(lp, adv_seq, mask, gids, form=other).mean - out.mean) > 1e-4
 
 
 # ---------------------------------------------------------------- tabular softmax check

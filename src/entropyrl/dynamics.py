@@ -13,7 +13,8 @@ sampled response tokens the expectation under π becomes an average over the ``N
 - ``batch_covariances``: ``cov_npg = mean_i cov_i`` and ``cov_pg = Cov(log π, π·A)``;
 - ``skew_table``: mean ``cov_i`` over the top 0.02 / 0.2 / 2 / 20 / 50 % of tokens and all;
 - ``response_covariance``: per prompt group, the covariance across its responses of the
-  length-normalised log-prob and the sequence advantage (the paper's Fig. 8 form);
+  length-normalised log-prob ``ℓ`` and the sequence advantage, ``Cov(ℓ, A)`` (the natural-PG
+  form at response level) or ``Cov(ℓ, π·A)`` with ``π = exp ℓ`` (the vanilla-PG form);
 - ``tabular_entropy_check`` / ``entropy_change``: the exact entropy change of a tabular softmax
   step next to the first-order prediction, to check the theory and its sign;
 - ``predicted_entropy_change`` / ``prediction_agreement``: how a trainer compares the measured
@@ -243,12 +244,13 @@ def skew_table(
 
 
 class ResponseCovariance(NamedTuple):
-    """Response-level covariance per prompt group (the paper's Fig. 8 form).
+    """Response-level covariance per prompt group (``Cov(ℓ, A)``, or ``Cov(ℓ, π·A)``).
 
     Attributes:
         mean: mean of ``per_group`` over the groups where it is defined; 0 if none is.
-        per_group: ``[n_groups]`` ``Cov_g = (1/n_g) Σ_{i∈g} (ℓ_i − mean_g ℓ)(A_i − mean_g A)``
-            over the group's responses with a valid token; 0 where undefined.
+        per_group: ``[n_groups]`` ``Cov_g = (1/n_g) Σ_{i∈g} (ℓ_i − mean_g ℓ)(y_i − mean_g y)``
+            over the group's responses with a valid token, with ``y = A`` (``form="npg"``) or
+            ``y = exp(ℓ)·A`` (``form="pg"``); 0 where undefined.
         group_ids: ``[n_groups]`` the sorted distinct ids ``per_group`` refers to.
         defined: ``[n_groups]`` bool, groups with at least two responses with a valid token.
         seq_logprob: ``[B]`` ``ℓ_i``, mean token log π over the response's valid tokens (0
@@ -282,8 +284,14 @@ def response_covariance(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     group_ids: torch.Tensor,
+    *,
+    form: Literal["npg", "pg"] = "npg",
 ) -> ResponseCovariance:
     """Covariance of length-normalised log-prob and sequence advantage within each group.
+
+    ``form="npg"`` pairs ``ℓ`` with ``A`` (a natural-PG step, Eq. 10 at response level);
+    ``form="pg"`` with ``π·A``, ``π = exp ℓ`` (a vanilla-PG step, the paper's
+    ``Cov(log π, π·A)`` at response level).
 
     Args:
         logprobs: ``[B, T]`` log π of the sampled tokens.
@@ -292,10 +300,13 @@ def response_covariance(
             which broadcast one value over the response).
         mask: ``[B, T]`` bool or 0/1.
         group_ids: ``[B]`` integer prompt id of each response.
+        form: ``npg`` or ``pg`` (see above).
 
     Returns:
         ``ResponseCovariance`` (float64 tensors).
     """
+    if form not in ("npg", "pg"):
+        raise ValueError(f"form: expected 'npg' or 'pg', got {form!r}")
     check_float("logprobs", logprobs)
     check_ndim("logprobs", logprobs, 2, "[B, T]")
     check_float("advantages", advantages)
@@ -314,8 +325,9 @@ def response_covariance(
     zeros = seq_lp.new_zeros(uniq.numel())
     count = zeros.index_add(0, member, keep)
     mu_lp = zeros.index_add(0, member, keep * seq_lp) / count.clamp(min=1)
-    mu_a = zeros.index_add(0, member, keep * seq_adv) / count.clamp(min=1)
-    cross = keep * (seq_lp - mu_lp[member]) * (seq_adv - mu_a[member])
+    y = seq_adv if form == "npg" else seq_lp.exp() * seq_adv
+    mu_y = zeros.index_add(0, member, keep * y) / count.clamp(min=1)
+    cross = keep * (seq_lp - mu_lp[member]) * (y - mu_y[member])
     defined = count >= 2
     per_group = torch.where(defined, zeros.index_add(0, member, cross) / count.clamp(min=1),
                             zeros)

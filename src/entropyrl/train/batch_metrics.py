@@ -99,6 +99,8 @@ def step_metrics(local: StepBatch, dist: Dist) -> dict[str, float]:
     m["dyn/cov_pg"] = float(cov.cov_pg)
     skew = dynamics.skew_table(b.logprobs, b.advantages, b.mask)
     m.update({f"dyn/cov_{k}": float(v) for k, v in skew.items()})
-    resp = dynamics.response_covariance(b.logprobs, b.advantages, b.mask, b.group_ids)
-    m["dyn/cov_response"] = float(resp.mean)
+    for form, key in (("npg", "dyn/cov_response"), ("pg", "dyn/cov_response_pg")):
+        resp = dynamics.response_covariance(b.logprobs, b.advantages, b.mask, b.group_ids,
+                                            form=form)  # type: ignore[arg-type]
+        m[key] = float(resp.mean)
     return m
