@@ -37,8 +37,9 @@ def resolve_dtype(cfg: ModelConfig) -> torch.dtype:
         config = AutoConfig.from_pretrained(resolve_model_path(cfg.path))
     except OSError as err:
         raise UserError(
-            f"cannot read the config of model {cfg.path!r}: {err}. Give model.path as a local "
-            "directory with a Hugging Face checkpoint, a hub id (needs internet), or 'testbed'."
+            f"cannot read the config of model {cfg.path!r}: {str(err).rstrip('.')}. Give "
+            "model.path as a local directory with a Hugging Face checkpoint, a hub id (needs "
+            "internet), or 'testbed'."
         ) from None
     dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
     if isinstance(dtype, str):
@@ -84,8 +85,8 @@ def load_model_and_tokenizer(
         model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except OSError as err:
         raise UserError(
-            f"cannot load model {source!r}: {err}. Give model.path as a local directory "
-            "with a Hugging Face checkpoint, a hub id (needs internet), or 'testbed'."
+            f"cannot load model {source!r}: {str(err).rstrip('.')}. Give model.path as a local "
+            "directory with a Hugging Face checkpoint, a hub id (needs internet), or 'testbed'."
         ) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

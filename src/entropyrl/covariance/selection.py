@@ -123,7 +123,9 @@ def _score(parts: Sequence[SelectionPart], dist: Dist) -> _Scored:
     zero = torch.zeros((), dtype=lp.dtype, device=lp.device)
     lp = torch.where(valid, lp, zero)
     adv = torch.where(valid, adv, zero)
-    sums = torch.stack([lp.sum().double(), adv.sum().double(), valid.sum().double()])
+    # Summed in float64 (not summed in float32 and then cast): the means then agree across
+    # splits and ranks to float64 rounding.
+    sums = torch.stack([lp.double().sum(), adv.double().sum(), valid.sum().double()])
     sum_lp, sum_adv, n = dist.all_reduce(sums).tolist()
     n_tokens = int(n)
     mean_lp = sum_lp / max(n_tokens, 1)
