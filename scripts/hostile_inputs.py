@@ -42,8 +42,10 @@ def build_micro(path: Path) -> None:
 
 
 def run_case(case: tuple[str, str, str], tmp: Path, micro: Path, run: Path, env: dict[str, str],
-             before: dict[Path, bytes]) -> tuple[str, str]:
+             before: dict[Path, bytes] | None) -> tuple[str, str]:
     """(outcome, detail) of one case; ``before``: the scratch files no case may change."""
+    if before is None:  # one case at a time: compare with the files just before this case
+        before = snapshot(tmp)
     proc = subprocess.run([sys.executable, "-m", "entropyrl.cli.main",
                            *argv(case, tmp, micro, run)], capture_output=True, text=True,
                           env=env, cwd=tmp, timeout=600)
@@ -64,7 +66,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", type=Path, default=ROOT / "src",
                         help="the checkout's src directory (default: this one)")
-    parser.add_argument("--jobs", type=int, default=2, help="cases run at once")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="cases run at once (1: each case is also checked for changing "
+                             "what an earlier case changed)")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": str(args.src.resolve()), "CUDA_VISIBLE_DEVICES": "",
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
@@ -78,7 +82,8 @@ def main() -> int:
                         "testbed/grpo", "--out", str(run), *TINY.format(micro=micro).split()],
                        env=env, check=True, capture_output=True)
         with ThreadPoolExecutor(args.jobs) as pool:
-            before = snapshot(tmp)
+            # Cases running side by side may create files; none may change the scratch's own.
+            before = snapshot(tmp) if args.jobs > 1 else None
             results = list(pool.map(lambda c: run_case(c, tmp, micro, run, env, before), CASES))
     counts: dict[str, int] = {}
     for case, (outcome, detail) in zip(CASES, results, strict=True):

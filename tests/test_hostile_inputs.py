@@ -40,3 +40,11 @@ def test_hostile_input_is_a_clear_error(case, scratch, capsys, monkeypatch):
     after = snapshot(tmp)
     changed = [str(p) for p, data in before.items() if after.get(p) != data]
     assert not changed, changed
+
+
+def test_docs_list_every_case():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "errors.md").read_text()
+    missing = [c[0] for c in CASES if f"| `{c[0]}` |" not in doc]
+    assert not missing, missing
