@@ -13,6 +13,7 @@ Per run, left to right:
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,10 +65,13 @@ def _fmt_ci(v: float, ci: tuple[float, float]) -> str:
 def _score_vs_entropy(ax: Axes, r: RunAnalysis) -> None:
     fit, al = r.fit, r.aligned
     in_win = al.steps <= r.early.split_step if r.early else np.zeros(len(al.steps), bool)
-    ax.scatter(al.entropy[in_win], al.score[in_win], s=22, color=EARLY, zorder=3,
-               label="evaluations in the early-fit window")
-    ax.scatter(al.entropy[~in_win], al.score[~in_win], s=22, facecolors="none",
-               edgecolors=OBS, zorder=3, label="later evaluations")
+    if in_win.any():  # a legend entry only for points that are drawn
+        ax.scatter(al.entropy[in_win], al.score[in_win], s=22, color=EARLY, zorder=3,
+                   label="evaluations in the early-fit window")
+    if (~in_win).any():
+        ax.scatter(al.entropy[~in_win], al.score[~in_win], s=22, facecolors="none",
+                   edgecolors=OBS, zorder=3,
+                   label="later evaluations" if r.early else "evaluations")
     h = np.linspace(0.0, float(al.entropy.max()) * 1.05, 200)
     pct = round(100 * fit.level)
     q = (fit.ceiling_ci[1] - fit.ceiling) / max(fit.ceiling_se, 1e-300)  # t quantile used
@@ -149,7 +153,8 @@ def _score_vs_step(ax: Axes, r: RunAnalysis) -> None:
     if r.early:
         title = f"forecast from the first {r.early.fit_fraction:.0%} of the run only"
     else:
-        title = f"no early forecast:\n{r.early_note}"
+        # Wrapped: a long reason would run into the neighbouring panel's title.
+        title = "no early forecast:\n" + textwrap.fill(str(r.early_note), 60)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
 
