@@ -155,6 +155,28 @@ class EvalConfig:
 
 
 @dataclass
+class ControlConfig:
+    """Closed-loop entropy control (off unless ``kind`` is set); docs/control.md."""
+
+    kind: Literal["none", "pi", "skywork"] = _f(
+        "none", "controller: none (off), pi (proportional-integral, log space) or skywork"
+    )
+    actuator: Literal["clip_cov_ratio", "kl_cov_coef", "kl_cov_ratio", "eps_low",
+                      "entropy_coef"] = _f("clip_cov_ratio", "what the controller sets")
+    target_entropy: float = _f(0.1, "target token-mean entropy H* in nats (schedule start)")
+    schedule: Literal["constant", "linear", "cosine", "exponential"] = _f(
+        "constant", "target over the run: constant, or an anneal to schedule_end"
+    )
+    schedule_end: float = _f(0.1, "target at the end of the anneal")
+    schedule_steps: int = _f(0, "anneal length in steps (0 = the whole run)")
+    kp: float = _f(1.0, "PI proportional gain (log-space per unit relative error)")
+    ki: float = _f(0.3, "PI integral gain")
+    min_value: float = _f(1e-5, "lower bound of the actuator")
+    max_value: float = _f(1.0, "upper bound of the actuator")
+    delta: float = _f(1e-3, "skywork: step of the actuator per rollout step")
+
+
+@dataclass
 class TrainConfig:
     """A training run."""
 
@@ -170,6 +192,7 @@ class TrainConfig:
     update: UpdateConfig = _f(UpdateConfig(), "mini/micro-batching")
     optim: OptimConfig = _f(OptimConfig(), "optimizer")
     eval: EvalConfig = _f(EvalConfig(), "validation")
+    control: ControlConfig = _f(ControlConfig(), "closed-loop entropy control")
     checkpoint_every: int = _f(0, "save a checkpoint every this many steps (0 = only at the end)")
     keep_checkpoints: int = _f(2, "checkpoints kept on disk (older ones are deleted)")
     sinks: list[str] = _f([], "extra metric sinks: tensorboard, wandb, mlflow")
@@ -245,6 +268,20 @@ def _validate(cfg: TrainConfig) -> None:
         )
     if cfg.reward.workers <= 0 or not cfg.reward.timeout_s > 0:
         raise ValueError("reward.workers: expected workers >= 1 and timeout_s > 0")
+    c = cfg.control
+    if c.kind != "none":
+        if not (c.target_entropy > 0 and c.schedule_end > 0):
+            raise ValueError("control.target_entropy: expected targets > 0 nats")
+        if not 0 < c.min_value < c.max_value:
+            raise ValueError(f"control.min_value: expected 0 < min_value < max_value, got "
+                             f"{c.min_value} and {c.max_value}")
+        if c.schedule_steps < 0 or c.kp < 0 or c.ki < 0 or c.delta <= 0:
+            raise ValueError("control.kp: expected kp, ki >= 0, delta > 0, schedule_steps >= 0")
+        needs = {"clip_cov_ratio": "clip_cov", "kl_cov_coef": "kl_cov", "kl_cov_ratio": "kl_cov",
+                 "eps_low": "ppo"}.get(c.actuator)
+        if needs is not None and cfg.loss.name != needs:
+            raise ValueError(f"control.actuator: {c.actuator} acts on loss.name={needs}, but the "
+                             f"loss is {cfg.loss.name!r}")
     for sink in cfg.sinks:
         if sink not in ("tensorboard", "wandb", "mlflow"):
             raise ValueError(

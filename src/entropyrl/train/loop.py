@@ -24,6 +24,7 @@ import torch
 from entropyrl.config import TrainConfig
 from entropyrl.errors import RunInterrupted
 from entropyrl.evaluation import validate
+from entropyrl.train.entropy_control import EntropyControl
 from entropyrl.train.setup import Run, setup
 from entropyrl.train.state import save_run
 from entropyrl.train.step import rl_step
@@ -62,13 +63,16 @@ def train(
 def _train(cfg: TrainConfig, out_dir: Path, accelerator: Any, stop_after: int | None,
            allow_config_change: bool) -> Path:
     run = setup(cfg, out_dir, accelerator, allow_config_change=allow_config_change)
+    controller = EntropyControl(cfg, run.extra_state)
     try:
         with _stop_signals() as stop, _progress(run) as advance:
             for step in range(run.step + 1, cfg.steps + 1):
                 metrics: dict[str, Any] = {"step": step}
                 if _validation_due(cfg, step):
                     metrics.update(run_validation(run, step))
+                run.loss = controller.loss_for_step()
                 metrics.update(rl_step(run, step))
+                metrics.update(controller.observe(step, metrics["train/entropy"]))
                 run.step = step
                 if run.sink is not None:
                     run.sink.write(metrics)

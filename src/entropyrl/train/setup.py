@@ -26,6 +26,7 @@ import yaml
 from entropyrl.config import TrainConfig, to_dict
 from entropyrl.distributed import Dist, bf16_fp32_reduce_policy, full_parameters
 from entropyrl.errors import UserError
+from entropyrl.losses import LossConfig
 from entropyrl.models import load_model_and_tokenizer, resolve_device, resolve_dtype
 from entropyrl.plan import check_world
 from entropyrl.rollout import HFEngine, RolloutEngine
@@ -58,6 +59,7 @@ class Run:
     dist: Dist
     extra_state: dict[str, Any]  # room for later components' checkpointed state
     lock: RunLock | None = None  # held by the main process while the run trains
+    loss: LossConfig | None = None  # the objective of the step in progress (entropy control)
 
     def release(self) -> None:
         """Release the run directory's lock."""

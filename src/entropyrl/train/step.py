@@ -37,9 +37,9 @@ def rl_step(run: Run, step: int) -> dict[str, float]:
     m.update(step_metrics(StepBatch(roll.response_mask, old_lp, entropy, adv, got.rewards,
                                     got.solved, roll.truncated, roll.group_ids), dist))
     batch = UpdateBatch(roll, old_lp, adv, ref_lp)
-    m.update(update_on_batch(run.learner, batch, loss=cfg.loss, update=cfg.update, dist=dist,
-                             temperature=cfg.rollout.temperature, grad_clip=cfg.optim.grad_clip,
-                             seed=cfg.seed, step=step))
+    m.update(update_on_batch(run.learner, batch, loss=run.loss or cfg.loss, update=cfg.update,
+                             dist=dist, temperature=cfg.rollout.temperature,
+                             grad_clip=cfg.optim.grad_clip, seed=cfg.seed, step=step))
     run.engine.sync_weights(run.learner.model)
     t3 = time.perf_counter()
     # ΔH on the same batch: the entropy of the updated policy at the same tokens.
