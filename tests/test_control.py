@@ -79,9 +79,9 @@ def test_schedules(kind, mid):
 def test_config_checks_the_actuator_against_the_loss():
     from entropyrl.errors import UserError
 
-    with pytest.raises(UserError, match="clip_cov_ratio acts on loss.name=clip_cov"):
+    with pytest.raises(UserError, match=r"clip_cov_ratio acts on loss\.name=clip_cov"):
         load_config("testbed/kl_cov", ["control.kind=pi", "control.actuator=clip_cov_ratio"])
-    with pytest.raises(UserError, match="control.min_value"):
+    with pytest.raises(UserError, match=r"control\.min_value"):
         load_config("testbed/clip_cov", ["control.kind=pi", "control.min_value=2",
                                          "control.max_value=1"])
 
