@@ -50,7 +50,7 @@ def test_a_signal_checkpoints_says_where_it_stopped_and_exits_128_plus_signal(
 
 
 def test_the_demo_stops_at_a_signal_instead_of_going_on(micro_model_dir, tmp_path,
-                                                        monkeypatch):
+                                                        monkeypatch, capsys):
     import entropyrl.train.loop as loop
 
     real, calls = loop.rl_step, []
@@ -65,6 +65,7 @@ def test_the_demo_stops_at_a_signal_instead_of_going_on(micro_model_dir, tmp_pat
     args = ["demo", "--out", str(tmp_path / "demo"), *tiny(micro_model_dir)]
     assert main(args) == 143
     assert calls == ["GRPO"]  # no other method started
+    assert "interrupted during GRPO" in capsys.readouterr().err
     assert not (tmp_path / "demo" / "report.html").exists()
 
 

@@ -42,6 +42,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train each method, then write the report and print the summary."""
     from entropyrl.config import load_config
+    from entropyrl.errors import RunInterrupted
     from entropyrl.report import print_summary, write_report
     from entropyrl.train import train
 
@@ -54,7 +55,14 @@ def run(args: argparse.Namespace) -> int:
         if out.exists():  # a demo always starts fresh; `entropyrl train` is the resumable path
             shutil.rmtree(out)
         print(f"[{name}] {cfg.steps} steps -> {out}")
-        train(cfg, out)
+        try:
+            train(cfg, out)
+        except RunInterrupted as stop:  # stop the whole demo, which always starts over
+            raise RunInterrupted(
+                f"interrupted during {name} ({stop}). The demo does not resume: run it again "
+                "to start over, or resume this method alone with `entropyrl train`.",
+                stop.exit_code,
+            ) from None
         runs[name] = out
     summary = write_report(runs, args.out)
     print_summary(summary)
