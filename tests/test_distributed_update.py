@@ -92,6 +92,7 @@ def _train_worker(rank, world, port, out_dir, result_dir):
     torch.set_num_threads(1)
     from accelerate import Accelerator
 
+    from entropyrl.train.entropy_control import EntropyControl
     from entropyrl.train.setup import setup
     from entropyrl.train.step import rl_step
 
@@ -102,9 +103,18 @@ def _train_worker(rank, world, port, out_dir, result_dir):
         "rollout.dynamic_sampling=true", "rollout.max_gen_batches=4",
         "update.mini_batch_size=16", "update.micro_batch_size=4",
         "data.train_size=64", "data.val_size=8", "progress=false", "seed=3",
+        # The entropy controller reads the global entropy, so every rank sets the same bonus.
+        "control.kind=pi", "control.actuator=entropy_coef", "control.target_entropy=0.5",
+        "control.min_value=1e-4", "control.max_value=1e-2",
     ])
     run = setup(cfg, out_dir, Accelerator(cpu=True))
-    metrics = [rl_step(run, step) for step in range(1, 6)]
+    controller = EntropyControl(cfg, run.extra_state)
+    metrics = []
+    for step in range(1, 6):
+        run.loss = controller.loss_for_step()
+        m = rl_step(run, step)
+        m.update(controller.observe(step, m["train/entropy"]))
+        metrics.append(m)
     torch.save({"sampler": run.sampler.state_dict(), "metrics": metrics,
                 "kept_rounds": [m["train/gen_batches"] for m in metrics]},
                result_dir / f"rank{rank}.pt")
@@ -120,7 +130,9 @@ def test_two_process_steps_share_data_position_and_metrics(tmp_path):
     # Every rank draws every generation round's prompts, so the data position agrees.
     assert r0["sampler"] == r1["sampler"]
     assert max(r0["kept_rounds"]) > 1  # refills happened
+    values = [m["control/actuator_value"] for m in r0["metrics"]]
+    assert len(set(values)) > 1  # the controller acted, identically on both ranks (below)
     for m0, m1 in zip(r0["metrics"], r1["metrics"], strict=True):
         for key, value in m0.items():
-            if key.startswith(("train/", "dyn/")):
+            if key.startswith(("train/", "dyn/", "control/")):
                 assert m1[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
