@@ -108,7 +108,8 @@ def step(state: ControllerState, measured: float, target: float,
         raise ValueError(f"expected a finite entropy and a target > 0, got {measured}, {target}")
     e = (target - measured) / target
     if gains.kind == "skywork":
-        u = state.value + gains.direction * gains.delta * math.copysign(1.0, e) * (e != 0)
+        sign = 0.0 if e == 0 else math.copysign(1.0, e)
+        u = state.value + gains.direction * gains.delta * sign
         u = min(max(u, gains.u_min), gains.u_max)
         return replace(state, value=u, error=e, steps=state.steps + 1), u
     if gains.kind != "pi":
