@@ -104,11 +104,6 @@ def _masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, x.detach().to(torch.float64), zero)
 
 
-def _mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Float64 mean over the valid positions; ``0`` when there are none."""
-    return _masked(x, mask).sum() / max(int(mask.sum()), 1)
-
-
 def _given_mean(name: str, value: float | torch.Tensor | None) -> float | None:
     """A caller-supplied global mean (e.g. over all micro-batches and ranks), checked finite."""
     if value is None:
@@ -117,17 +112,6 @@ def _given_mean(name: str, value: float | torch.Tensor | None) -> float | None:
     if not math.isfinite(v):
         raise ValueError(f"{name}: expected a finite number, got {v!r}")
     return v
-
-
-def _centred_product(
-    logprobs: torch.Tensor,
-    advantages: torch.Tensor,
-    m: torch.Tensor,
-    mu_lp: float | None = None,
-    mu_a: float | None = None,
-) -> torch.Tensor:
-    """Float64 ``cov_i`` ``[B, T]``, zero at masked positions; batch means unless given."""
-    return centred_product(logprobs, advantages, m, mu_lp, mu_a, dtype=torch.float64)
 
 
 def token_covariance(
@@ -157,7 +141,8 @@ def token_covariance(
     m = _check_tokens(logprobs, advantages, mask)
     mu_lp = _given_mean("mean_logprob", mean_logprob)
     mu_a = _given_mean("mean_advantage", mean_advantage)
-    return _centred_product(logprobs, advantages, m, mu_lp, mu_a).to(logprobs.dtype)
+    return centred_product(logprobs, advantages, m, mu_lp, mu_a,
+                           dtype=torch.float64).to(logprobs.dtype)
 
 
 class BatchCovariances(NamedTuple):
@@ -234,7 +219,8 @@ def skew_table(
     if n == 0:
         return {**{skew_key(f): 0.0 for f in fractions}, "all": 0.0}
     # Cumulative sums of the values sorted high to low: the mean of the top k is csum[k-1]/k.
-    csum = _centred_product(logprobs, advantages, m)[m].sort(descending=True).values.cumsum(0)
+    cov = centred_product(logprobs, advantages, m, dtype=torch.float64)
+    csum = cov[m].sort(descending=True).values.cumsum(0)
     out = {}
     for f in fractions:
         k = max(1, math.floor(f * n))
