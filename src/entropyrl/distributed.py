@@ -18,16 +18,13 @@ import torch
 
 
 class Backend(Protocol):
-    """The four collectives the trainer needs (``torch.distributed`` or a test double)."""
+    """The collectives the trainer needs (``torch.distributed`` or a test double)."""
 
     def all_reduce(self, t: torch.Tensor, op: str) -> None:
         """In place over ranks; ``op`` is ``sum``, ``min`` or ``max``."""
 
     def all_gather(self, out: list[torch.Tensor], t: torch.Tensor) -> None:
         """``out[r]`` ← rank ``r``'s ``t`` (same shape on every rank)."""
-
-    def broadcast(self, t: torch.Tensor, src: int) -> None:
-        """In place: every rank receives rank ``src``'s ``t``."""
 
     def barrier(self) -> None:
         """Wait for every rank."""
@@ -48,9 +45,6 @@ class _TorchBackend:
 
     def all_gather(self, out: list[torch.Tensor], t: torch.Tensor) -> None:
         self._dist.all_gather(out, t, group=self._group)
-
-    def broadcast(self, t: torch.Tensor, src: int) -> None:
-        self._dist.broadcast(t, src=src, group=self._group)
 
     def barrier(self) -> None:
         self._dist.barrier(group=self._group)
