@@ -109,13 +109,22 @@ def _train_worker(rank, world, port, out_dir, result_dir):
     ])
     run = setup(cfg, out_dir, Accelerator(cpu=True))
     controller = EntropyControl(cfg, run.extra_state)
-    metrics = []
+    # A predictive controller reading the same steps (its value is not applied): it fits its
+    # plant from the global batch's covariances.
+    shadow_cfg = load_config("testbed/kl_cov", ["control.kind=predictive",
+                                                "control.actuator=kl_cov_ratio",
+                                                "control.target_entropy=0.2"])
+    shadow = EntropyControl(shadow_cfg, {})
+    metrics, shadow_metrics, batches = [], [], []
     for step in range(1, 6):
         run.loss = controller.loss_for_step()
         m = rl_step(run, step)
-        m.update(controller.observe(step, m["train/entropy"]))
+        m.update(controller.observe(step, m, run.last_batch))
+        shadow_metrics.append(shadow.observe(step, m, run.last_batch))
         metrics.append(m)
+        batches.append(run.last_batch)
     torch.save({"sampler": run.sampler.state_dict(), "metrics": metrics,
+                "shadow": shadow_metrics, "batches": batches,
                 "kept_rounds": [m["train/gen_batches"] for m in metrics]},
                result_dir / f"rank{rank}.pt")
     run.learner.accelerator.wait_for_everyone()
@@ -136,3 +145,17 @@ def test_two_process_steps_share_data_position_and_metrics(tmp_path):
         for key, value in m0.items():
             if key.startswith(("train/", "dyn/", "control/")):
                 assert m1[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    from entropyrl.train.entropy_control import EntropyControl
+
+    # The predictive controller saw the global batch (both ranks' rows, the same on each) and
+    # chose what one process reading that batch chooses.
+    shadow_cfg = load_config("testbed/kl_cov", ["control.kind=predictive",
+                                                "control.actuator=kl_cov_ratio",
+                                                "control.target_entropy=0.2"])
+    single = EntropyControl(shadow_cfg, {})
+    for step, (b0, b1) in enumerate(zip(r0["batches"], r1["batches"], strict=True), start=1):
+        assert b0.mask.shape[0] == 16  # 4 prompts x 4 samples: 8 rows from each rank
+        assert torch.equal(b0.mask, b1.mask) and torch.equal(b0.logprobs, b1.logprobs)
+        expected = single.observe(step, r0["metrics"][step - 1], b0)
+        assert r0["shadow"][step - 1] == expected == r1["shadow"][step - 1]
+    assert len({m["control/actuator_value"] for m in r0["shadow"]}) > 1

@@ -158,8 +158,9 @@ class EvalConfig:
 class ControlConfig:
     """Closed-loop entropy control (off unless ``kind`` is set); docs/control.md."""
 
-    kind: Literal["none", "pi", "skywork"] = _f(
-        "none", "controller: none (off), pi (proportional-integral, log space) or skywork"
+    kind: Literal["none", "pi", "predictive", "skywork"] = _f(
+        "none", "controller: none (off), pi (proportional-integral, log space), predictive "
+        "(from the step's token covariances, clip_cov_ratio or kl_cov_ratio) or skywork"
     )
     actuator: Literal["clip_cov_ratio", "kl_cov_coef", "kl_cov_ratio", "eps_low",
                       "entropy_coef"] = _f("clip_cov_ratio", "what the controller sets")
@@ -279,6 +280,10 @@ def _validate(cfg: TrainConfig) -> None:
             raise ValueError("control.kp: expected kp, ki >= 0, delta > 0, schedule_steps >= 0")
         needs = {"clip_cov_ratio": "clip_cov", "kl_cov_coef": "kl_cov", "kl_cov_ratio": "kl_cov",
                  "eps_low": "ppo"}.get(c.actuator)
+        if c.kind == "predictive" and c.actuator not in ("clip_cov_ratio", "kl_cov_ratio"):
+            raise ValueError(f"control.actuator: the predictive controller sets a selected "
+                             f"fraction (clip_cov_ratio or kl_cov_ratio), got {c.actuator!r}; "
+                             f"use control.kind=pi for it")
         if needs is not None and cfg.loss.name != needs:
             raise ValueError(f"control.actuator: {c.actuator} acts on loss.name={needs}, but the "
                              f"loss is {cfg.loss.name!r}")

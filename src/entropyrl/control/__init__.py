@@ -2,6 +2,8 @@
 
 - :func:`~entropyrl.control.controller.step`: ``(state, measured H, target H*) -> (state, u)``;
 - :func:`~entropyrl.control.schedule.target_at`: constant or annealed targets;
+- :func:`~entropyrl.control.predictive.predictive_step`: the same with the step's covariance
+  reading (:func:`removal_profile`), choosing ``u`` from the first-order ``ΔH``;
 - :func:`apply`: the loss config with the actuator set to ``u``.
 """
 
@@ -15,17 +17,31 @@ from entropyrl.control.controller import (
     start,
     step,
 )
+from entropyrl.control.predictive import (
+    PREDICTIVE_ACTUATORS,
+    CovProfile,
+    PlantReading,
+    grid,
+    predictive_step,
+    removal_profile,
+)
 from entropyrl.control.schedule import SCHEDULE_KINDS, target_at
 
 __all__ = [
     "ACTUATORS",
     "CONTROLLER_KINDS",
     "DIRECTION",
+    "PREDICTIVE_ACTUATORS",
     "SCHEDULE_KINDS",
     "ControllerState",
+    "CovProfile",
     "Gains",
+    "PlantReading",
     "actuator_value",
     "apply",
+    "grid",
+    "predictive_step",
+    "removal_profile",
     "start",
     "step",
     "target_at",

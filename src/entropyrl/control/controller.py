@@ -16,6 +16,8 @@ as it *shrinks* (arXiv 2509.26114), so its direction is −1.
   direction the error pushes.
 - ``skywork``: the Skywork-OR1 rule (as in TRL) on an additive coefficient:
   ``u ← clip(u + d·δ·sign(e), u_min, u_max)``.
+- ``predictive``: the actuator value whose first-order ``ΔH`` lands on the target, from the
+  step's token covariances, with a PI correction (:mod:`entropyrl.control.predictive`).
 
 Errors are relative (``e = (H* − H)/H*``), so the gains do not depend on the entropy's scale.
 """
@@ -26,7 +28,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, get_args
 
-ControllerKind = Literal["pi", "skywork"]
+ControllerKind = Literal["pi", "predictive", "skywork"]
 CONTROLLER_KINDS: tuple[str, ...] = get_args(ControllerKind)
 Actuator = Literal["clip_cov_ratio", "kl_cov_coef", "kl_cov_ratio", "eps_low", "entropy_coef"]
 ACTUATORS: tuple[str, ...] = get_args(Actuator)
@@ -39,7 +41,7 @@ class Gains:
     """A controller's constants.
 
     Attributes:
-        kind: ``pi`` or ``skywork``.
+        kind: ``pi``, ``predictive`` or ``skywork``.
         direction: +1 when raising the actuator raises entropy, −1 otherwise.
         kp: proportional gain (log-space units per unit relative error).
         ki: integral gain.
@@ -67,6 +69,11 @@ class ControllerState:
         integral: ``I``, the summed relative error (PI).
         error: the last relative error.
         steps: how many measurements were taken.
+        s1, sx, sy, sxx, sxy: predictive: the forgetting sums of ``1, x, y, x², x·y`` of the
+            plant fit ``ΔH = η̂·x + β̂`` (:mod:`entropyrl.control.predictive`).
+        gain: predictive: ``η̂``, the estimated ``ΔH`` per unit of covariance left.
+        offset: predictive: ``β̂``, the change no selection removes.
+        predicted: predictive: the ``ΔH`` predicted for the next step.
     """
 
     base: float
@@ -74,6 +81,14 @@ class ControllerState:
     integral: float = 0.0
     error: float = 0.0
     steps: int = 0
+    s1: float = 0.0
+    sx: float = 0.0
+    sy: float = 0.0
+    sxx: float = 0.0
+    sxy: float = 0.0
+    gain: float = 0.0
+    offset: float = 0.0
+    predicted: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for a checkpoint."""
@@ -112,19 +127,31 @@ def step(state: ControllerState, measured: float, target: float,
         u = state.value + gains.direction * gains.delta * sign
         u = min(max(u, gains.u_min), gains.u_max)
         return replace(state, value=u, error=e, steps=state.steps + 1), u
+    if gains.kind == "predictive":
+        raise ValueError("kind predictive: use entropyrl.control.predictive_step, which also "
+                         "takes the step's covariance reading")
     if gains.kind != "pi":
         raise ValueError(f"kind: expected one of {list(CONTROLLER_KINDS)}, got {gains.kind!r}")
+    u, integral = pi_output(state.base, e, state.integral, gains)
+    return replace(state, value=u, integral=integral, error=e, steps=state.steps + 1), u
+
+
+def pi_output(anchor: float, e: float, integral: float, gains: Gains) -> tuple[float, float]:
+    """The PI law in log space around ``anchor``: ``(u, I)`` after one more error ``e``.
+
+    ``u = clip(anchor·exp(d·(k_p·e + k_i·I)), u_min, u_max)`` with ``I`` the running sum of the
+    errors; conditional integration keeps ``I`` unchanged while the output is saturated in the
+    direction the error pushes (no wind-up).
+    """
     d = gains.direction
 
-    def output(integral: float) -> float:
-        return math.exp(math.log(state.base) + d * (gains.kp * e + gains.ki * integral))
+    def output(i: float) -> float:
+        return math.exp(math.log(anchor) + d * (gains.kp * e + gains.ki * i))
 
-    integral = state.integral + e
-    raw = output(integral)
-    # Conditional integration: no wind-up while saturated in the direction the error pushes.
+    raw = output(integral + e)
     pushing_up = d * e > 0
     if (raw > gains.u_max and pushing_up) or (raw < gains.u_min and not pushing_up):
-        integral = state.integral
         raw = output(integral)
-    u = min(max(raw, gains.u_min), gains.u_max)
-    return replace(state, value=u, integral=integral, error=e, steps=state.steps + 1), u
+    else:
+        integral += e
+    return min(max(raw, gains.u_min), gains.u_max), integral

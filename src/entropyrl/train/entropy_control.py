@@ -3,16 +3,22 @@
 Once per rollout step, after the step: the sensor is ``train/entropy`` (the token-mean entropy
 of the step's rollout batch over all ranks, the same number on every rank), the controller
 sets the actuator for the next step, and its state goes into the run's checkpointed
-``extra_state["control"]``, so a resumed run continues exactly.
+``extra_state["control"]``, so a resumed run continues exactly. The predictive controller
+also reads the step's same-batch ``dyn/delta_entropy`` and the covariance profile of the
+global batch (:func:`entropyrl.control.removal_profile`), identical on every rank.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from entropyrl import control
 from entropyrl.config import ControlConfig, TrainConfig
+from entropyrl.covariance.cov import centred_product
 from entropyrl.losses import LossConfig
+from entropyrl.train.batch_metrics import StepBatch
 
 
 class EntropyControl:
@@ -30,6 +36,7 @@ class EntropyControl:
         self.gains = control.Gains(kind=c.kind, direction=control.DIRECTION[c.actuator],
                                    kp=c.kp, ki=c.ki, u_min=c.min_value, u_max=c.max_value,
                                    delta=c.delta)
+        self.grid = control.grid(c.min_value, c.max_value)
         saved = extra_state.get("control")
         self.state = (control.ControllerState.from_dict(saved) if saved is not None else
                       control.start(control.actuator_value(cfg.loss, c.actuator), self.gains))
@@ -46,12 +53,40 @@ class EntropyControl:
             return self.loss
         return control.apply(self.loss, self.cfg.actuator, self.state.value)
 
-    def observe(self, step: int, entropy: float) -> dict[str, float]:
-        """Read the step's entropy, set the next actuator value; the ``control/*`` metrics."""
+    def observe(self, step: int, metrics: dict[str, Any],
+                batch: StepBatch | None = None) -> dict[str, float]:
+        """Read the step's entropy, set the next actuator value; the ``control/*`` metrics.
+
+        Args:
+            step: the step just done.
+            metrics: its metrics (``train/entropy``; ``dyn/delta_entropy`` for predictive).
+            batch: its global batch (predictive only).
+        """
         if not self.enabled:
             return {}
         used, target = self.state.value, self.target(step)
-        self.state, _ = control.step(self.state, entropy, target, self.gains)
+        entropy = metrics["train/entropy"]
+        if self.cfg.kind == "predictive":
+            if batch is None:
+                raise ValueError("the predictive controller needs the step's batch")
+            reading = control.PlantReading(metrics["dyn/delta_entropy"], self.profile(batch))
+            self.state, _ = control.predictive_step(self.state, entropy, target, self.gains,
+                                                    reading)
+        else:
+            self.state, _ = control.step(self.state, entropy, target, self.gains)
         self.extra["control"] = self.state.to_dict()
-        return {"control/target": target, "control/error": self.state.error,
-                "control/actuator_value": used, "control/integral": self.state.integral}
+        out = {"control/target": target, "control/error": self.state.error,
+               "control/actuator_value": used, "control/integral": self.state.integral}
+        if self.cfg.kind == "predictive":
+            out["control/predicted_delta_h"] = self.state.predicted
+            out["control/gain_estimate"] = self.state.gain
+            out["control/offset_estimate"] = self.state.offset
+        return out
+
+    def profile(self, batch: StepBatch) -> control.CovProfile:
+        """``C(u)`` of the step's global batch under the run's loss settings."""
+        mask = batch.mask.bool()
+        cov = centred_product(batch.logprobs, batch.advantages, mask, dtype=torch.float64)[mask]
+        band = self.loss.clip_cov
+        return control.removal_profile(cov, self.cfg.actuator, self.grid,
+                                       cov_low=band.cov_low, cov_high=band.cov_high)

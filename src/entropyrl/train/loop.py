@@ -72,7 +72,7 @@ def _train(cfg: TrainConfig, out_dir: Path, accelerator: Any, stop_after: int | 
                     metrics.update(run_validation(run, step))
                 run.loss = controller.loss_for_step()
                 metrics.update(rl_step(run, step))
-                metrics.update(controller.observe(step, metrics["train/entropy"]))
+                metrics.update(controller.observe(step, metrics, run.last_batch))
                 run.step = step
                 if run.sink is not None:
                     run.sink.write(metrics)

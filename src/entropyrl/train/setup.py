@@ -31,6 +31,7 @@ from entropyrl.models import load_model_and_tokenizer, resolve_device, resolve_d
 from entropyrl.plan import check_world
 from entropyrl.rollout import HFEngine, RolloutEngine
 from entropyrl.tasks import PromptSampler, TaskSet, check_data, load_tasks
+from entropyrl.train.batch_metrics import StepBatch
 from entropyrl.train.metrics import MetricsSink, truncate_metrics
 from entropyrl.train.state import (
     RunLock,
@@ -60,6 +61,7 @@ class Run:
     extra_state: dict[str, Any]  # room for later components' checkpointed state
     lock: RunLock | None = None  # held by the main process while the run trains
     loss: LossConfig | None = None  # the objective of the step in progress (entropy control)
+    last_batch: StepBatch | None = None  # the last step's global batch (entropy control)
 
     def release(self) -> None:
         """Release the run directory's lock."""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from entropyrl.advantages import compute_advantages
+from entropyrl.distributed import Dist
 from entropyrl.policy import response_token_stats
 from entropyrl.rollout import Rollout
 from entropyrl.train.batch_metrics import StepBatch, entropy_change, entropy_metrics, step_metrics
@@ -34,8 +35,10 @@ def rl_step(run: Run, step: int) -> dict[str, float]:
     old_lp, entropy = score(policy, run, roll, with_entropy=True)
     ref_lp = None if run.ref_model is None else score(run.ref_model, run, roll)[0]
     t2 = time.perf_counter()
-    m.update(step_metrics(StepBatch(roll.response_mask, old_lp, entropy, adv, got.rewards,
-                                    got.solved, roll.truncated, roll.group_ids), dist))
+    # The global batch, gathered once: the metrics and the entropy controller read it.
+    run.last_batch = StepBatch(roll.response_mask, old_lp, entropy, adv, got.rewards,
+                               got.solved, roll.truncated, roll.group_ids).gathered(dist)
+    m.update(step_metrics(run.last_batch, Dist.single()))
     batch = UpdateBatch(roll, old_lp, adv, ref_lp)
     m.update(update_on_batch(run.learner, batch, loss=run.loss or cfg.loss, update=cfg.update,
                              dist=dist, temperature=cfg.rollout.temperature,
