@@ -413,3 +413,24 @@ def test_report_that_cannot_be_written_is_a_clear_error(three_runs, tmp_path, mo
     if problem == "file_in_the_way":
         assert out.read_text() == "keep me\n"
     assert all(p.read_bytes() == b for p, b in before.items())  # the runs were only read
+
+
+def test_a_controlled_run_draws_its_target_in_the_entropy_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from entropyrl.report.plots import _entropy_figure
+
+    rows = make_rows(steps=12)
+    for r in rows:
+        r["control/target"] = 0.1
+    runs = [load_run_data(write_run(tmp_path / "ctl", rows), "Clip-Cov control"),
+            load_run_data(write_run(tmp_path / "grpo", make_rows(steps=12)), "GRPO")]
+    fig = _entropy_figure(plt, runs, {"Clip-Cov control": "#cc79a7", "GRPO": "#4d4d4d"})
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert set(lines) == {"Clip-Cov control", "Clip-Cov control: target H*", "GRPO"}
+    target = lines["Clip-Cov control: target H*"]
+    assert target.get_linestyle() == "--" and list(target.get_ydata()) == [0.1] * 12
+    plt.close(fig)

@@ -1,4 +1,4 @@
-"""``entropyrl demo``: GRPO vs clip-higher vs Clip-Cov vs KL-Cov on the embedded testbed."""
+"""``entropyrl demo``: GRPO, clip-higher, Clip-Cov, KL-Cov and controlled Clip-Cov, testbed."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ METHODS: tuple[tuple[str, str], ...] = (
     ("Clip-higher", "testbed/clip_higher"),
     ("Clip-Cov", "testbed/clip_cov"),
     ("KL-Cov", "testbed/kl_cov"),
+    # Clip-Cov with its ratio set each step by the entropy controller (docs/control.md).
+    ("Clip-Cov control", "testbed/clip_cov_control"),
 )
 QUICK = ("steps=20", "eval.every=4", "data.val_size=64")
 
@@ -22,11 +24,13 @@ def add_parser(sub: Any) -> None:
     """Register the ``demo`` subcommand."""
     p = sub.add_parser(
         "demo",
-        help="train GRPO, clip-higher, Clip-Cov and KL-Cov on the testbed and write a report",
+        help="train GRPO, clip-higher, Clip-Cov, KL-Cov and controlled Clip-Cov on the testbed "
+        "and write a report",
         description=(
             "Runs the paper's comparison on the embedded testbed (offline, CPU): entropy "
-            "collapse under GRPO, Clip-Cov and KL-Cov keeping entropy up, the covariance "
-            "that drives it, and the entropy-performance law fitted to each run. Writes "
+            "collapse under GRPO, Clip-Cov and KL-Cov keeping entropy up, a controller holding "
+            "a target entropy through Clip-Cov's ratio, the covariance that drives it, and "
+            "the entropy-performance law fitted to each run. Writes "
             "DIR/report.html, DIR/summary.json and one run directory per method."
         ),
     )

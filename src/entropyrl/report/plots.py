@@ -25,6 +25,7 @@ from entropyrl.report.summary import (
     DELTA_H,
     ENTROPY,
     SCORE,
+    TARGET,
     LawResult,
     RunSummary,
 )
@@ -118,6 +119,10 @@ def _entropy_figure(plt: Any, runs: Sequence[RunData], colors: Mapping[str, str]
                 marker="o" if len(h) < 5 else None, ms=4)  # a run just started: show its dots
         if len(h):
             low, high = min(low, float(h.min())), max(high, float(h.max()))
+        st, target = r.series(TARGET)
+        if len(target):  # a controlled run: its target, dashed, in its colour
+            ax.plot(st, target, color=colors[r.name], lw=1.2, ls="--",
+                    label=f"{r.name}: target H*")
     # A collapsed run ends 10-100× below the others: a log axis keeps every method readable.
     if 0 < low and high / low > 10:
         from matplotlib.ticker import FuncFormatter, LogLocator

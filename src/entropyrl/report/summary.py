@@ -34,6 +34,7 @@ LOW_R2 = 0.5  # below this the law's a, b and ceiling are flagged in the run's n
 ENTROPY, SCORE, STEP_TIME, EVAL_TIME = "train/entropy", "val/acc", "time/step_s", "time/eval_s"
 COV_NPG, COV_PG = "dyn/cov_npg", "dyn/cov_pg"
 DELTA_H, PRED_DELTA_H = "dyn/delta_entropy", "dyn/pred_delta_entropy"
+TARGET = "control/target"  # the entropy controller's H*, in controlled runs
 _SKEW_KEY = re.compile(r"^dyn/cov_top([0-9.]+)pct$")
 
 
