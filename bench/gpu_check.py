@@ -85,8 +85,8 @@ def overrides(model_dir: str, smoke: bool) -> list[str]:
         f"model.path={model_dir}", "model.dtype=bfloat16",
         f"model.device={'cpu' if smoke else 'cuda'}", f"steps={STEPS}", "rollout.n_prompts=8",
         "rollout.group_size=4", "rollout.max_new_tokens=64", "update.mini_batch_size=16",
-        "update.micro_batch_size=8", "loss.entropy_coef=1e-3", "data.train_size=256",
-        "data.val_size=8", f"eval.every={STEPS}", "eval.k=2", "eval.max_new_tokens=32",
+        "update.micro_batch_size=8", "loss.entropy_coef=1e-3", "data.testbed.train_size=256",
+        "data.testbed.val_size=8", f"eval.every={STEPS}", "eval.k=2", "eval.max_new_tokens=32",
         # Saves at the stop and at the end only: a save inside the interrupted run that the
         # uninterrupted one lacks must change nothing.
         "checkpoint_every=0", "keep_checkpoints=1", "progress=false",

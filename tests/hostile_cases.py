@@ -18,7 +18,8 @@ from pathlib import Path
 T = "train -c testbed/grpo --out {tmp}/out"
 TINY = ("model.path={micro} model.device=cpu steps=1 rollout.n_prompts=2 rollout.group_size=2 "
         "rollout.max_new_tokens=4 update.mini_batch_size=4 update.micro_batch_size=4 "
-        "eval.every=0 data.train_size=8 data.val_size=4 progress=false")
+        "eval.every=0 data.testbed.train_size=8 data.testbed.val_size=4 progress=false")
+PY = "data.python.train_files=[{tmp}/prompts.jsonl] data.python.val_files=[{tmp}/prompts.jsonl]"
 EVAL = "eval --model {micro} --workers 1 --max-new-tokens 2 --n 1 --data"
 
 CASES: list[tuple[str, str, str]] = [
@@ -59,9 +60,23 @@ CASES: list[tuple[str, str, str]] = [
      r"cov_low < cov_high"),
     ("sink-unknown", f"{T} sinks=[nope]", r"sinks: expected items from"),
     ("reward-workers-zero", f"{T} reward.workers=0", r"reward\.workers"),
-    ("testbed-op-unknown", f"{T} {TINY} data.ops=[div]", r"data\.ops\[0\]: expected one of"),
-    ("testbed-level-unknown", f"{T} {TINY} data.difficulty=[7]", r"data\.difficulty"),
-    ("math-without-files", f"{T} data.task=math", r"needs data\.train_files"),
+    ("testbed-op-unknown", f"{T} {TINY} data.testbed.ops=[div]",
+     r"data\.testbed\.ops\[0\]: expected one of"),
+    ("testbed-level-unknown", f"{T} {TINY} data.testbed.difficulty=[7]",
+     r"data\.testbed\.difficulty"),
+    ("math-without-files", f"{T} data.task=math", r"needs data\.math\.train_files"),
+    ("python-task-without-reward", f"{T} data.task=python {PY}", r"reward\.fn: the python task"),
+    ("python-task-prompt-column", f"{T}_py {TINY} data.task=python {PY} "
+     "reward.fn={tmp}/reward.py:ok data.python.prompt_key=question",
+     r"no text in column 'question'"),
+    ("reward-fn-no-module", f"{T}_fn1 {TINY} reward.fn=no_such_reward_module:score",
+     r"reward\.fn: no module 'no_such_reward_module'"),
+    ("reward-fn-no-function", f"{T}_fn2 {TINY} reward.fn={{tmp}}/reward.py:missing",
+     r"reward\.py has no function 'missing'"),
+    ("reward-fn-raises", f"{T}_fn3 {TINY} reward.fn={{tmp}}/reward.py:boom",
+     r"failed on a response: KeyError: 'answer_text'"),
+    ("reward-fn-wrong-shape", f"{T}_fn4 {TINY} reward.fn={{tmp}}/reward.py:scalar",
+     r"it returned float, not a list"),
     ("cuda-without-gpu", f"{T} {TINY} model.device=cuda", r"no CUDA device"),
     ("out-missing", "train -c testbed/grpo", r"missing --out"),
     ("plan-flag-without-dry-run", f"{T} --world-size 8", r"only applies with --dry-run"),
@@ -131,6 +146,11 @@ def make_scratch(tmp: Path) -> None:
     (tmp / "binary.jsonl").write_bytes(b"\x89\xff\x00")
     (tmp / "all_nan.jsonl").write_text("".join(
         f'{{"step": {s}, "train/entropy": {1 - s / 10}, "val/acc": NaN}}\n' for s in range(1, 6)))
+    (tmp / "prompts.jsonl").write_text('{"prompt": "1+1=", "target": "2"}\n')
+    (tmp / "reward.py").write_text(
+        "def ok(completions, **columns):\n    return [0.0] * len(completions)\n"
+        "def boom(completions, **columns):\n    return [columns['answer_text'][0]]\n"
+        "def scalar(completions, **columns):\n    return 1.0\n")
     (tmp / "law.jsonl").write_text("".join(
         json.dumps({"step": s, "train/entropy": 1 - s / 20, "val/acc": s / 25}) + "\n"
         for s in range(1, 21)))

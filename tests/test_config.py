@@ -98,8 +98,10 @@ def test_testbed_task_mix_reaches_the_task_set():
     from entropyrl.tasks import load_tasks
     from entropyrl.testbed.tasks import carry_columns, parse_prompt
 
-    cfg = load_config("testbed/grpo", ["data.ops=[add]", "data.difficulty=[0, 3]",
-                                       "data.train_size=40", "data.val_size=8"])
+    cfg = load_config("testbed/grpo", ["data.testbed.ops=[add]",
+                                       "data.testbed.difficulty=[0, 3]",
+                                       "data.testbed.train_size=40",
+                                       "data.testbed.val_size=8"])
     tasks = load_tasks(cfg.data, cfg.reward)
     assert len(tasks.train) == 40 and len(tasks.val) == 8
     for row in [*tasks.train, *tasks.val]:
@@ -110,8 +112,10 @@ def test_testbed_task_mix_reaches_the_task_set():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("data.ops=[div]", r"data\.ops\[0\]: expected one of \['add', 'sub', 'mul'\]"),
-        ("data.difficulty=[4]", r"data\.difficulty: expected levels in \[0, 1, 2, 3\]"),
+        ("data.testbed.ops=[div]",
+         r"data\.testbed\.ops\[0\]: expected one of \['add', 'sub', 'mul'\]"),
+        ("data.testbed.difficulty=[4]",
+         r"data\.testbed\.difficulty: expected levels in \[0, 1, 2, 3\]"),
     ],
 )
 def test_task_checks_name_the_field_and_the_allowed_values(override, message):

@@ -94,7 +94,7 @@ def _cfg(model_dir, *extra):
     return load_config("testbed/kl_cov", [
         f"model.path={model_dir}", "model.device=cpu", "steps=4", "rollout.n_prompts=4",
         "rollout.group_size=4", "rollout.max_new_tokens=8", "update.mini_batch_size=8",
-        "update.micro_batch_size=8", "eval.every=0", "data.train_size=32", "data.val_size=4",
+        "update.micro_batch_size=8", "eval.every=0", "data.testbed.train_size=32", "data.testbed.val_size=4",
         "optim.lr=1e-3", "optim.eps=1e-4", "progress=false", "checkpoint_every=2",
         "control.kind=pi", "control.actuator=kl_cov_ratio", "control.target_entropy=10.0",
         "control.min_value=1e-3", "control.max_value=0.9", *extra,

@@ -102,7 +102,7 @@ def _train_worker(rank, world, port, out_dir, result_dir):
         "model.device=cpu", "rollout.n_prompts=4", "rollout.group_size=4",
         "rollout.dynamic_sampling=true", "rollout.max_gen_batches=4",
         "update.mini_batch_size=16", "update.micro_batch_size=4",
-        "data.train_size=64", "data.val_size=8", "progress=false", "seed=3",
+        "data.testbed.train_size=64", "data.testbed.val_size=8", "progress=false", "seed=3",
         # The entropy controller reads the global entropy, so every rank sets the same bonus.
         "control.kind=pi", "control.actuator=entropy_coef", "control.target_entropy=0.5",
         "control.min_value=1e-4", "control.max_value=1e-2",

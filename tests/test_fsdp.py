@@ -22,7 +22,7 @@ def _config(model_dir, *extra):
         "rollout.group_size=4", "rollout.max_new_tokens=10", "update.mini_batch_size=16",
         "update.micro_batch_size=4", "update.epochs=2", "update.shuffle=false",
         "loss.kl_cov.ratio=0.05", "optim.lr=1e-2", "optim.eps=1e-4", "eval.every=0",
-        "data.train_size=64", "data.val_size=8", "progress=false", *extra,
+        "data.testbed.train_size=64", "data.testbed.val_size=8", "progress=false", *extra,
     ])
 
 
@@ -43,7 +43,7 @@ def _worker(rank, world, port, model_dir, batch_path, out_dir):
     # Whole runs: uninterrupted, and stopped after step 1 then resumed.
     run_cfg = _config(model_dir, "steps=2", "update.mini_batch_size=8",
                       "update.micro_batch_size=4", "checkpoint_every=1", "eval.every=2",
-                      "data.val_size=7", "loss.ref_kl_coef=0.01")
+                      "data.testbed.val_size=7", "loss.ref_kl_coef=0.01")
     train(run_cfg, out_dir / "full", accelerator=acc)
     train(run_cfg, out_dir / "part", accelerator=acc, stop_after=1)
     train(run_cfg, out_dir / "part", accelerator=acc)

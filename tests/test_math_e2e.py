@@ -68,8 +68,8 @@ def test_train_two_steps_on_every_schema(real_arch_model, schema_files, tmp_path
     files = "[" + ",".join(schema_files) + "]"
     code = main([
         "train", "--out", str(out), f"model.path={real_arch_model}", "model.device=cpu",
-        "data.task=math", f"data.train_files={files}", f"data.val_files={files}",
-        "data.chat_template=true", "steps=2", "rollout.n_prompts=4", "rollout.group_size=2",
+        "data.task=math", f"data.math.train_files={files}", f"data.math.val_files={files}",
+        "data.math.chat_template=true", "steps=2", "rollout.n_prompts=4", "rollout.group_size=2",
         "rollout.max_new_tokens=6", "update.mini_batch_size=4", "update.micro_batch_size=2",
         "eval.every=1", "eval.k=2", "eval.max_new_tokens=6", "reward.workers=1",
         "reward.overlong_buffer=2", "progress=false",
@@ -130,7 +130,8 @@ def test_eval_keeps_same_stem_files_apart_and_writes_every_sample(real_arch_mode
     # per source: 2 greedy + 2 prompts x 2 samples
     assert len(lines) == 2 * (2 + 4)
     assert {ln["kind"] for ln in lines} == {"greedy", "sampled"}
-    assert set(lines[0]) == {"source", "kind", "prompt", "answer", "response", "score"}
+    assert set(lines[0]) == {"source", "kind", "prompt", "answer", "response", "score",
+                             "solved"}
 
 
 def test_hub_ids_name_their_configuration(monkeypatch):

@@ -3,6 +3,7 @@
 from safetensors.torch import load_file
 
 from entropyrl.config import load_config
+from entropyrl.rewards.result import full_credit
 from entropyrl.train import train
 
 
@@ -10,7 +11,7 @@ def _changed(model_dir, out, *extra):
     cfg = load_config("testbed/grpo", [
         f"model.path={model_dir}", "model.device=cpu", "steps=1", "rollout.n_prompts=4",
         "rollout.group_size=4", "rollout.max_new_tokens=8", "update.mini_batch_size=16",
-        "update.micro_batch_size=16", "eval.every=0", "data.train_size=32", "data.val_size=4",
+        "update.micro_batch_size=16", "eval.every=0", "data.testbed.train_size=32", "data.testbed.val_size=4",
         "optim.lr=1e-7", "progress=false", *extra,
     ])
     train(cfg, out)
@@ -27,7 +28,7 @@ def _reward_length(monkeypatch):
 
     def load(data, reward, tokenizer=None):
         ts = real(data, reward, tokenizer)
-        return tasks.TaskSet(ts.train, ts.val, lambda texts, rows: [len(t) / 10 for t in texts])
+        return tasks.TaskSet(ts.train, ts.val, lambda texts, rows: full_credit([len(t) / 10 for t in texts]))
 
     monkeypatch.setattr("entropyrl.train.setup.load_tasks", load)
 

@@ -18,8 +18,8 @@ from entropyrl.train.state import RunLock
 def tiny(model_dir, *extra):
     return [f"model.path={model_dir}", "model.device=cpu", "steps=3", "rollout.n_prompts=2",
             "rollout.group_size=2", "rollout.max_new_tokens=6", "update.mini_batch_size=4",
-            "update.micro_batch_size=4", "eval.every=0", "data.train_size=16",
-            "data.val_size=4", "progress=false", *extra]
+            "update.micro_batch_size=4", "eval.every=0", "data.testbed.train_size=16",
+            "data.testbed.val_size=4", "progress=false", *extra]
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

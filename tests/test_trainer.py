@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from entropyrl.config import load_config
+from entropyrl.rewards.result import full_credit
 from entropyrl.train import train
 from entropyrl.train.metrics import read_metrics
 
@@ -29,8 +30,8 @@ def tiny(model_dir, *extra):
             "eval.every=2",
             "eval.k=2",
             "eval.max_new_tokens=12",
-            "data.train_size=64",
-            "data.val_size=8",
+            "data.testbed.train_size=64",
+            "data.testbed.val_size=8",
             "optim.lr=1e-3",
             # Some parameters (e.g. the key bias) get a structurally zero gradient; Adam with
             # a tiny epsilon would turn its float noise into full-size steps.
@@ -51,7 +52,7 @@ def varied_reward(monkeypatch):
 
     def load(data, reward, tokenizer=None):
         ts = real(data, reward, tokenizer)
-        return tasks.TaskSet(ts.train, ts.val, lambda texts, rows: [float("1" in t) for t in texts])
+        return tasks.TaskSet(ts.train, ts.val, lambda texts, rows: full_credit([float("1" in t) for t in texts]))
 
     monkeypatch.setattr("entropyrl.train.setup.load_tasks", load)
 
@@ -147,7 +148,7 @@ def test_dynamic_sampling_tops_up_when_no_group_is_mixed(micro_model_dir, tmp_pa
 
     def constant(data, reward, tokenizer=None):
         ts = real(data, reward, tokenizer)
-        return tasks.TaskSet(ts.train, ts.val, lambda texts, rows: [0.0] * len(texts))
+        return tasks.TaskSet(ts.train, ts.val, lambda texts, rows: full_credit([0.0] * len(texts)))
 
     monkeypatch.setattr("entropyrl.train.setup.load_tasks", constant)
     out = train(tiny(micro_model_dir, "steps=1", "eval.every=0", "rollout.dynamic_sampling=true",

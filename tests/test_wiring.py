@@ -11,6 +11,7 @@ import torch
 from entropyrl import dynamics
 from entropyrl.config import load_config
 from entropyrl.distributed import Dist
+from entropyrl.rewards.result import full_credit
 from entropyrl.rollout import Rollout, SamplingParams
 from entropyrl.tasks import PromptSampler
 from entropyrl.train import train
@@ -27,7 +28,7 @@ def tiny(model_dir, *extra):
         f"model.path={model_dir}", "model.device=cpu", "steps=3", "rollout.n_prompts=4",
         "rollout.group_size=4", "rollout.max_new_tokens=12", "update.mini_batch_size=8",
         "update.micro_batch_size=4", "update.epochs=2", "loss.kl_cov.ratio=0.05",
-        "eval.every=0", "data.train_size=64", "data.val_size=8", "optim.lr=1e-3",
+        "eval.every=0", "data.testbed.train_size=64", "data.testbed.val_size=8", "optim.lr=1e-3",
         "optim.eps=1e-4", "progress=false", *extra,
     ])
 
@@ -41,7 +42,7 @@ def varied_reward(monkeypatch):
 
     def load(data, reward, tokenizer=None):
         ts = real(data, reward, tokenizer)
-        return tasks.TaskSet(ts.train, ts.val, lambda texts, rows: [float("1" in t) for t in texts])
+        return tasks.TaskSet(ts.train, ts.val, lambda texts, rows: full_credit([float("1" in t) for t in texts]))
 
     monkeypatch.setattr("entropyrl.train.setup.load_tasks", load)
 
@@ -167,7 +168,7 @@ def _collect(scores, responses, **reward):
                                        *(f"reward.{k}={v}" for k, v in reward.items())])
     rows = [{"prompt": "p"}] * 4
     return collect(FixedEngine(responses), rows, PromptSampler(4, 0),
-                   lambda texts, rws: scores[: len(texts)], rollout=cfg.rollout,
+                   lambda texts, rws: full_credit(scores[: len(texts)]), rollout=cfg.rollout,
                    reward=cfg.reward, dist=Dist.single(), pad_token_id=0)
 
 
@@ -198,7 +199,7 @@ def test_sampling_params_reach_the_engine():
                                        "rollout.max_new_tokens=5", "rollout.temperature=0.7",
                                        "rollout.top_p=0.9"])
     collect(Spy([[7, 2]]), [{"prompt": "p"}] * 4, PromptSampler(4, 0),
-            lambda texts, rows: [0.0] * len(texts), rollout=cfg.rollout, reward=cfg.reward,
+            lambda texts, rows: full_credit([0.0] * len(texts)), rollout=cfg.rollout, reward=cfg.reward,
             dist=Dist.single(), pad_token_id=0)
     assert seen == [(3, SamplingParams(max_new_tokens=5, temperature=0.7, top_p=0.9))]
 

@@ -50,34 +50,70 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
-    """Where prompts and answers come from."""
+class TestbedData:
+    """The embedded synthetic testbed (docs/testbed.md)."""
 
-    task: Literal["testbed", "math"] = _f(
-        "testbed", "task family: the embedded synthetic testbed, or math datasets (files/hub)"
-    )
-    train_size: int = _f(4000, "testbed: training prompts generated from the seed")
-    val_size: int = _f(128, "testbed: held-out validation prompts")
-    seed: int = _f(0, "testbed: seed of the task generator (independent of the training seed)")
-    ops: list[str] = _f([], "testbed: operations drawn uniformly (empty = all: add, sub, mul)")
+    train_size: int = _f(4000, "training prompts generated from the seed")
+    val_size: int = _f(128, "held-out validation prompts")
+    seed: int = _f(0, "seed of the task generator (independent of the training seed)")
+    ops: list[str] = _f([], "operations drawn uniformly (empty = all: add, sub, mul)")
     difficulty: list[int] = _f(
-        [], "testbed: carry levels (columns with a carry, 0-3) drawn uniformly (empty = all)"
+        [], "carry levels (columns with a carry, 0-3) drawn uniformly (empty = all)"
     )
-    train_files: list[str] = _f([], "math: training sets (.jsonl/.json/.parquet or hub ids)")
-    val_files: list[str] = _f([], "math: validation sets; val/acc is over all of them")
-    schema: str | None = _f(None, "math: dataset schema (null = detect from the fields)")
-    template: str = _f("paper", "math: prompt template: paper, plain, raw or a '{question}' text")
-    chat_template: bool = _f(False, "math: wrap prompts in the tokenizer's chat template")
-    skip_bad_rows: bool = _f(False, "math: skip malformed rows (reported) instead of failing")
-    max_val_rows: int = _f(0, "math: use at most this many validation rows (0 = all)")
+
+
+@dataclass
+class MathData:
+    """Math datasets with boxed answers, checked by math-verify (docs/data.md)."""
+
+    train_files: list[str] = _f([], "training sets (.jsonl/.json/.parquet or hub ids)")
+    val_files: list[str] = _f([], "validation sets; val/acc is over all of them")
+    schema: str | None = _f(None, "dataset schema (null = detect from the fields)")
+    template: str = _f("paper", "prompt template: paper, plain, raw or a '{question}' text")
+    chat_template: bool = _f(False, "wrap prompts in the tokenizer's chat template")
+    skip_bad_rows: bool = _f(False, "skip malformed rows (reported) instead of failing")
+    max_val_rows: int = _f(0, "use at most this many validation rows (0 = all)")
+
+
+@dataclass
+class PythonData:
+    """Your own task: prompts from files, scored by ``reward.fn`` (docs/tasks.md)."""
+
+    train_files: list[str] = _f([], "training sets (.jsonl/.json/.parquet or hub ids)")
+    val_files: list[str] = _f([], "validation sets")
+    prompt_key: str = _f("prompt", "the column holding the prompt text")
+    chat_template: bool = _f(False, "wrap prompts in the tokenizer's chat template")
+    max_val_rows: int = _f(0, "use at most this many validation rows (0 = all)")
+
+
+@dataclass
+class DataConfig:
+    """Where prompts come from: the task, and its own section."""
+
+    task: Literal["testbed", "math", "python"] = _f(
+        "testbed", "task: the embedded synthetic testbed, math datasets, or python (your own "
+        "prompts and reward.fn); its settings are in data.<task>"
+    )
+    testbed: TestbedData = _f(TestbedData(), "the testbed task")
+    math: MathData = _f(MathData(), "the math task")
+    python: PythonData = _f(PythonData(), "your own task")
 
 
 @dataclass
 class RewardConfig:
-    """Verification of math answers (the testbed has its own exact checker)."""
+    """How responses are scored (the task's own verifier, or your function)."""
 
-    workers: int = _f(2, "math: reward worker processes")
-    timeout_s: float = _f(5.0, "math: hard time limit per answer; a timeout scores 0")
+    fn: str = _f(
+        "", "your reward, 'module:function' or 'path/to/file.py:function', called as "
+        "f(completions, prompts, **columns) -> list[float] (TRL's signature); replaces the "
+        "task's verifier"
+    )
+    solved_at: float = _f(
+        1.0, "a response counts as solved (train/acc, val/acc) when its score is at least "
+        "this, unless the reward returns 'solved' itself"
+    )
+    workers: int = _f(2, "reward worker processes (math verifier, reward.fn)")
+    timeout_s: float = _f(5.0, "hard time limit per response; a timeout scores 0")
     overlong_buffer: int = _f(0, "DAPO overlong penalty buffer in tokens (0 = off)")
     overlong_factor: float = _f(1.0, "DAPO overlong penalty factor")
 
@@ -214,8 +250,8 @@ def _validate(cfg: TrainConfig) -> None:
         "update.mini_batch_size": cfg.update.mini_batch_size,
         "update.micro_batch_size": cfg.update.micro_batch_size,
         "update.epochs": cfg.update.epochs,
-        "data.train_size": cfg.data.train_size,
-        "data.val_size": cfg.data.val_size,
+        "data.testbed.train_size": cfg.data.testbed.train_size,
+        "data.testbed.val_size": cfg.data.testbed.val_size,
         "eval.k": cfg.eval.k,
         "keep_checkpoints": cfg.keep_checkpoints,
         "rollout.max_batch_tokens": cfg.rollout.max_batch_tokens,
@@ -262,10 +298,17 @@ def _validate(cfg: TrainConfig) -> None:
             f"update.micro_batch_size: expected a divisor of update.mini_batch_size "
             f"({cfg.update.mini_batch_size}), got {cfg.update.micro_batch_size}"
         )
-    if cfg.data.task == "math" and not (cfg.data.train_files and cfg.data.val_files):
+    for task in ("math", "python"):
+        section = getattr(cfg.data, task)
+        if cfg.data.task == task and not (section.train_files and section.val_files):
+            raise ValueError(
+                f"data.{task}.train_files: the {task} task needs data.{task}.train_files and "
+                f"data.{task}.val_files (local .jsonl/.json/.parquet files or hub ids)"
+            )
+    if cfg.data.task == "python" and not cfg.reward.fn:
         raise ValueError(
-            "data.train_files: the math task needs data.train_files and data.val_files "
-            "(local .jsonl/.json/.parquet files or hub ids)"
+            "reward.fn: the python task is scored by your function: set reward.fn="
+            "my_module:my_reward (or path/to/file.py:my_reward); see docs/tasks.md"
         )
     if cfg.reward.workers <= 0 or not cfg.reward.timeout_s > 0:
         raise ValueError("reward.workers: expected workers >= 1 and timeout_s > 0")
@@ -343,7 +386,7 @@ def load_config(preset: str | None, overrides: Iterable[str] = ()) -> TrainConfi
         except yaml.YAMLError:
             raise UserError(
                 f"override {item!r}: the value {raw!r} is not valid YAML. Quote text, close "
-                "brackets: e.g. data.ops=[add,sub] or name='my run'."
+                "brackets: e.g. data.testbed.ops=[add,sub] or name='my run'."
             ) from None
         _set_dotted(data, key.strip(), value)
     return from_dict(TrainConfig, data)

@@ -23,11 +23,12 @@ import torch
 
 from entropyrl.distributed import Dist
 from entropyrl.policy import response_token_stats
+from entropyrl.rewards.result import RewardResult
 from entropyrl.rollout import Rollout, RolloutEngine, SamplingParams
 
-ScoreBatch = Callable[[list[str], list[dict[str, Any]]], list[float]]
+ScoreBatch = Callable[[list[str], list[dict[str, Any]]], list[RewardResult]]
 # (kind, rows, texts, scores), one row/text/score per response
-OnSamples = Callable[[str, list[dict[str, Any]], list[str], list[float]], None]
+OnSamples = Callable[[str, list[dict[str, Any]], list[str], list[RewardResult]], None]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -122,15 +123,15 @@ def evaluate_source(
         engine: samples the responses.
         model: the policy the engine samples from; scores the token entropies.
         rows: the source's rows (``prompt`` and what ``score_batch`` needs).
-        score_batch: ``(texts, rows) -> scores``.
+        score_batch: ``(texts, rows) -> results``; accuracies count the ``solved`` ones.
         spec: what to measure.
         batch_prompts: prompts per engine call.
         on_batch: called with the number of prompts after each batch.
         dist: with several ranks, each evaluates its own slice of ``rows`` and the sums are
             combined, so every rank returns the result over all rows.
         autocast: the compute context of the entropy forward.
-        on_samples: called after each batch with ``(kind, rows, texts, scores)``: ``kind`` is
-            ``greedy`` or ``sampled``, one row, text and score per response.
+        on_samples: called after each batch with ``(kind, rows, texts, results)``: ``kind``
+            is ``greedy`` or ``sampled``, one row, text and reward result per response.
     """
     dist = dist or Dist.single()
     per = -(-len(rows) // dist.world)
@@ -143,10 +144,10 @@ def evaluate_source(
         prompts = [r["prompt"] for r in chunk]
         if spec.greedy:
             g = engine.generate(prompts, 1, greedy)
-            greedy_scores = score_batch(g.texts, chunk)
-            s.greedy += sum(greedy_scores)
+            greedy_results = score_batch(g.texts, chunk)
+            s.greedy += sum(r.solved for r in greedy_results)
             if on_samples is not None:
-                on_samples("greedy", chunk, g.texts, greedy_scores)
+                on_samples("greedy", chunk, g.texts, greedy_results)
             if spec.k == 0:
                 with autocast():
                     s.add_stats(model, g, 1.0)
@@ -154,12 +155,12 @@ def evaluate_source(
             k = spec.k
             roll = engine.generate(prompts, k, sampled)
             per_response = [chunk[i // k] for i in range(len(roll))]
-            rewards = score_batch(roll.texts, per_response)
-            s.samples += sum(rewards)
+            results = score_batch(roll.texts, per_response)
+            s.samples += sum(r.solved for r in results)
             if on_samples is not None:
-                on_samples("sampled", per_response, roll.texts, rewards)
+                on_samples("sampled", per_response, roll.texts, results)
             for i in range(len(chunk)):
-                c = sum(1 for x in rewards[i * k : (i + 1) * k] if x >= 1.0)
+                c = sum(r.solved for r in results[i * k : (i + 1) * k])
                 s.passes += pass_at_k(k, c, k)
             with autocast():
                 s.add_stats(model, roll, spec.temperature)

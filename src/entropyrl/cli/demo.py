@@ -17,7 +17,7 @@ METHODS: tuple[tuple[str, str], ...] = (
     # Clip-Cov with its ratio set each step by the entropy controller (docs/control.md).
     ("Clip-Cov control", "testbed/clip_cov_control"),
 )
-QUICK = ("steps=20", "eval.every=4", "data.val_size=64")
+QUICK = ("steps=20", "eval.every=4", "data.testbed.val_size=64")
 
 
 def add_parser(sub: Any) -> None:

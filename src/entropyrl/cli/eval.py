@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from entropyrl.evaluation import evaluate_source
     from entropyrl.models import load_model_and_tokenizer
     from entropyrl.rewards import MathScorer
+    from entropyrl.rewards.result import RewardResult, full_credit
     from entropyrl.rollout import HFEngine
 
     if args.n < 1 or args.temperature <= 0 or args.max_new_tokens < 1:
@@ -104,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
                             "a writable file path.") from None
     with MathScorer(workers=args.workers, timeout=args.timeout) as scorer, (
             samples or contextlib.nullcontext()):
-        def score(texts: list[str], rows: list[dict[str, Any]]) -> list[float]:
-            return scorer.score_batch(texts, [str(r["answer"]) for r in rows])
+        def score(texts: list[str], rows: list[dict[str, Any]]) -> list[RewardResult]:
+            return full_credit(scorer.score_batch(texts, [str(r["answer"]) for r in rows]))
 
         with Progress(console=console, transient=True) as progress:
             for source, rows in by_source.items():
@@ -115,12 +116,13 @@ def run(args: argparse.Namespace) -> int:
                     progress.advance(task, n)
 
                 def keep(kind: str, rs: list[dict[str, Any]], texts: list[str],
-                         scores: list[float], source: str = source) -> None:
+                         scores: list[RewardResult], source: str = source) -> None:
                     if samples is not None:
                         for r, t, v in zip(rs, texts, scores, strict=True):
                             samples.write(json.dumps({
                                 "source": source, "kind": kind, "prompt": r["prompt"],
-                                "answer": str(r["answer"]), "response": t, "score": v,
+                                "answer": str(r["answer"]), "response": t, "score": v.score,
+                                "solved": v.solved,
                             }) + "\n")
 
                 results[source] = evaluate_source(

@@ -64,6 +64,12 @@ def distinct_source_names(sources: list[str | Path]) -> list[str]:
     return names
 
 
+def read_records(source: str | Path, split: str | None = None,
+                 config: str | None = None) -> list[RawRecord]:
+    """The raw records of a local file or a hub dataset (``id`` or ``id:split``)."""
+    return _records(source, split, config)
+
+
 def _records(source: str | Path, split: str | None, config: str | None) -> list[RawRecord]:
     if is_local(source):
         return list(read_local(source))
@@ -85,7 +91,7 @@ def _choose_schema(source: str, records: list[RawRecord], schema: str | None) ->
     fields = sorted(first) if first is not None else "no JSON objects"
     raise UserError(
         f"{source}: could not tell the dataset schema from the fields {fields}. Name it "
-        f"(data.schema in a training config, --schema for entropyrl eval; one of "
+        f"(data.math.schema in a training config, --schema for entropyrl eval; one of "
         f"{list(SCHEMAS)}), or convert the rows to "
         '{"prompt": ..., "answer": ...} (the generic schema). See docs/data.md.'
     )

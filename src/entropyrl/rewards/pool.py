@@ -20,6 +20,7 @@ import os
 import signal
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,7 +30,11 @@ from typing import Any
 
 from entropyrl.rewards.math import score_response
 
-ScoreFn = Callable[[str, str], float]
+ScoreFn = Callable[[str, Any], Any]
+
+
+class RewardFunctionError(Exception):
+    """The scoring function failed (raised by pools made with ``raise_errors=True``)."""
 
 
 @dataclass
@@ -41,12 +46,28 @@ class PoolStats:
     timeouts: int = 0
     """Calls that passed the deadline: scored 0.0, worker killed and replaced."""
     errors: int = 0
-    """Calls whose function raised, or whose worker died: scored 0.0."""
+    """Calls whose function raised, or whose worker died: scored with the pool's default."""
     restarts: int = 0
     """Workers started to replace a killed or dead one."""
 
 
-def _worker_main(conn: Connection, fn: ScoreFn, warm_up: tuple[str, str] | None) -> None:
+def _describe(exc: BaseException) -> str:
+    """``Type: message (file:line in function)`` of the innermost frame.
+
+    A :class:`RewardFunctionError` raised by the scoring function is its message alone (the
+    function's wrapper reporting a bad value, not a bug at a place in the code).
+    """
+    if isinstance(exc, RewardFunctionError):
+        return str(exc)
+    where = traceback.extract_tb(exc.__traceback__)
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    if where:
+        f = where[-1]
+        text += f" (at {f.filename}:{f.lineno} in {f.name})"
+    return text
+
+
+def _worker_main(conn: Connection, fn: ScoreFn, warm_up: tuple[str, Any] | None) -> None:
     """Worker loop: warm up, announce readiness, then score ``(call_id, index, response, answer)``.
 
     The warm-up call imports what ``fn`` imports lazily (math-verify, sympy: seconds on a busy
@@ -67,16 +88,16 @@ def _worker_main(conn: Connection, fn: ScoreFn, warm_up: tuple[str, str] | None)
             return
         call_id, index, response, answer = msg
         try:
-            value, ok = float(fn(response, answer)), True
-        except Exception:
-            value, ok = 0.0, False
-        conn.send(("result", call_id, index, value, ok))
+            value, error = fn(response, answer), None
+        except Exception as exc:
+            value, error = None, _describe(exc)
+        conn.send(("result", call_id, index, value, error))
 
 
 class _Worker:
     """One worker process and the parent's end of its pipe."""
 
-    def __init__(self, ctx: Any, fn: ScoreFn, warm_up: tuple[str, str] | None):
+    def __init__(self, ctx: Any, fn: ScoreFn, warm_up: tuple[str, Any] | None):
         self.conn, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(target=_worker_main, args=(child, fn, warm_up), daemon=True)
         self.process.start()
@@ -95,17 +116,23 @@ class _Worker:
 
 
 class RewardPool:
-    """A pool of ``workers`` processes running ``fn(response, answer) -> float``.
+    """A pool of ``workers`` processes running ``fn(response, payload) -> result``.
 
     Args:
-        fn: the scoring function; must be picklable (a module-level function).
+        fn: the scoring function; must be picklable (a module-level function or an instance
+            of a module-level class). ``payload`` is what the caller passes with each response
+            (the reference answer for math); the result must be picklable.
         workers: number of worker processes (default: CPU count - 1, between 1 and 8).
         timeout: hard deadline per call in seconds; a call past it scores 0.0.
         start_method: ``"spawn"`` (default, portable, safe with CUDA/threads) or
             ``"forkserver"``.
         startup_timeout: seconds to wait for a worker to start before raising ``RuntimeError``.
-        warm_up: ``(response, answer)`` each worker scores once before it takes work, so that
-            lazy imports happen outside every call's deadline (None: no warm-up).
+        warm_up: ``(response, payload)`` each worker scores once before it takes work, so
+            that lazy imports happen outside every call's deadline (None: no warm-up).
+        default: the result of a call that passed its deadline, raised, or lost its worker.
+        raise_errors: when the function raises, finish the batch and then raise
+            :class:`RewardFunctionError` with the first error (``False``: score it ``default``
+            and count it in ``stats.errors``).
 
     Workers are replaced when they pass a deadline or die, busy or idle. Use as a context
     manager, or call :meth:`close`.
@@ -119,7 +146,9 @@ class RewardPool:
         *,
         start_method: str = "spawn",
         startup_timeout: float = 120.0,
-        warm_up: tuple[str, str] | None = None,
+        warm_up: tuple[str, Any] | None = None,
+        default: Any = 0.0,
+        raise_errors: bool = False,
     ):
         # Imported here, not at module level: _checks imports torch, and every worker process
         # imports this module; workers need only the scoring function's dependencies.
@@ -137,6 +166,9 @@ class RewardPool:
             )
         self.fn = fn
         self.warm_up = warm_up
+        self.default = default
+        self.raise_errors = raise_errors
+        self._first_error: str | None = None
         self.timeout = float(timeout)
         self.startup_timeout = float(startup_timeout)
         self.stats = PoolStats()
@@ -149,11 +181,11 @@ class RewardPool:
 
     # -- public API ------------------------------------------------------------------------
 
-    def score(self, response: str, answer: str) -> float:
+    def score(self, response: str, answer: Any) -> Any:
         """Score one response (see :meth:`score_batch`)."""
         return self.score_batch([response], [answer])[0]
 
-    def score_batch(self, responses: Sequence[str], answers: Sequence[str]) -> list[float]:
+    def score_batch(self, responses: Sequence[str], answers: Sequence[Any]) -> list[Any]:
         """Score ``responses[i]`` against ``answers[i]`` for all i, in parallel; shape [B] -> [B].
 
         Blocks until every call has a score; each call takes at most ``timeout`` seconds of a
@@ -168,7 +200,8 @@ class RewardPool:
             if self._closed:
                 raise RuntimeError("RewardPool: score_batch called after close()")
             self._call_id += 1
-            results = [0.0] * len(responses)
+            results = [self.default] * len(responses)
+            self._first_error = None
             try:
                 self._run(self._call_id, list(responses), list(answers), results)
             finally:
@@ -177,9 +210,11 @@ class RewardPool:
                     if w.index is not None:
                         self._replace(i)
             self.stats.calls += len(responses)
+            if self.raise_errors and self._first_error is not None:
+                raise RewardFunctionError(self._first_error)
             return results
 
-    def submit_batch(self, responses: Sequence[str], answers: Sequence[str]) -> Future[list[float]]:
+    def submit_batch(self, responses: Sequence[str], answers: Sequence[Any]) -> Future[list[Any]]:
         """Start :meth:`score_batch` in a background thread; returns a future of the scores."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward-pool")
@@ -216,7 +251,7 @@ class RewardPool:
         self.stats.restarts += 1
 
     def _run(
-        self, call_id: int, responses: list[str], answers: list[str], out: list[float]
+        self, call_id: int, responses: list[str], answers: list[Any], out: list[Any]
     ) -> None:
         pending = deque(range(len(responses)))
         busy = 0
@@ -248,9 +283,12 @@ class RewardPool:
                 if msg[0] == "ready":
                     w.ready = True
                 elif msg[1] == call_id and msg[2] == w.index:
-                    _, _, k, value, ok = msg
-                    out[k] = value
-                    self.stats.errors += 0 if ok else 1
+                    _, _, k, value, error = msg
+                    if error is None:
+                        out[k] = value
+                    else:
+                        self.stats.errors += 1
+                        self._first_error = self._first_error or error
                     w.index = None
                     busy -= 1
             busy -= self._expire(time.monotonic())

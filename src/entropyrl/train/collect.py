@@ -9,8 +9,7 @@ own batch is short, so the prompt sampler advances identically on all ranks.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
@@ -19,9 +18,7 @@ from entropyrl.distributed import Dist
 from entropyrl.rewards import overlong_penalties
 from entropyrl.rollout import Rollout, RolloutEngine, SamplingParams, concat_rollouts
 from entropyrl.tasks import PromptSampler
-
-Row = dict[str, Any]
-ScoreBatch = Callable[[list[str], list[Row]], list[float]]
+from entropyrl.tasks.base import Row, ScoreBatch
 
 
 class Collected(NamedTuple):
@@ -30,7 +27,7 @@ class Collected(NamedTuple):
     Attributes:
         rollout: ``B`` sampled responses (``B = rollout.n_prompts·G / world``).
         rewards: ``[B]`` rewards used for the advantages (after any shaping).
-        solved: ``[B]`` bool, verified-correct responses (before shaping).
+        solved: ``[B]`` bool, responses the reward counts as solved.
         metrics: generation counters (summed over ranks) and timings.
     """
 
@@ -38,11 +35,6 @@ class Collected(NamedTuple):
     rewards: torch.Tensor
     solved: torch.Tensor
     metrics: dict[str, float]
-
-
-def is_solved(scores: torch.Tensor) -> torch.Tensor:
-    """A response counts as solved when its verifier score is at least 1 (full credit)."""
-    return scores >= 1.0
 
 
 def shaped_rewards(scores: torch.Tensor, lengths: torch.Tensor, rollout: RolloutConfig,
@@ -88,9 +80,9 @@ def collect(
         roll = engine.generate([r["prompt"] for r in mine], g, sampling)
         t_gen += time.perf_counter() - t
         t = time.perf_counter()
-        scores = torch.tensor(score_batch(roll.texts, [mine[i // g] for i in range(len(roll))]),
-                              dtype=torch.float32)
-        solved = is_solved(scores)  # before shaping: accuracy counts verified answers only
+        results = score_batch(roll.texts, [mine[i // g] for i in range(len(roll))])
+        scores = torch.tensor([r.score for r in results], dtype=torch.float32)
+        solved = torch.tensor([r.solved for r in results], dtype=torch.bool)
         rewards = shaped_rewards(scores, roll.response_mask.sum(1).cpu(), rollout, reward)
         t_rew += time.perf_counter() - t
         per_group = rewards.view(-1, g)

@@ -1,0 +1,63 @@
+"""What a reward says about one response: its score, whether it solved the task, and extras.
+
+Accuracy (``train/acc``, ``val/acc``) counts ``solved`` responses, not scores: a reward with
+partial credit (0.5 for a right format, 0.8 for three tests of five) keeps its score for the
+advantages while only verified answers count as correct.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RewardResult:
+    """One response's reward.
+
+    Attributes:
+        score: the scalar reward the advantages use (before any length shaping).
+        solved: whether the response counts as correct for accuracy.
+        info: free-form extras (e.g. tests passed, a status), kept with the samples.
+    """
+
+    score: float
+    solved: bool
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+def full_credit(scores: Sequence[float], solved_at: float = 1.0) -> list[RewardResult]:
+    """Results of a verifier that returns scores only: solved when ``score >= solved_at``."""
+    return [RewardResult(float(s), float(s) >= solved_at) for s in scores]
+
+
+def to_result(value: Any, solved_at: float = 1.0) -> RewardResult:
+    """A reward function's value for one response as a :class:`RewardResult`.
+
+    Accepts a number (``bool`` included), a :class:`RewardResult`, or a mapping with
+    ``score`` and optionally ``solved`` (any other keys go to ``info``).
+
+    Raises:
+        TypeError: for anything else, or a score that is not a finite number.
+    """
+    if isinstance(value, RewardResult):
+        return value
+    if isinstance(value, Mapping):
+        if "score" not in value:
+            raise TypeError(f"a dict reward needs a 'score' key, got keys {sorted(value)}")
+        score = _finite(value["score"])
+        solved = value.get("solved")
+        info = {k: v for k, v in value.items() if k not in ("score", "solved")}
+        return RewardResult(score, score >= solved_at if solved is None else bool(solved), info)
+    score = _finite(value)
+    return RewardResult(score, score >= solved_at)
+
+
+def _finite(value: Any) -> float:
+    if isinstance(value, bool) or (isinstance(value, int | float) and math.isfinite(value)):
+        return float(value)
+    if hasattr(value, "item") and not isinstance(value, str):  # numpy / torch scalars
+        return _finite(value.item())
+    raise TypeError(f"expected a finite number as the score, got {value!r}")
