@@ -5,6 +5,7 @@ r"""Verifiable rewards: the paper's boxed-answer math reward, scored safely in w
 * :mod:`~entropyrl.rewards.pool`: :class:`MathScorer` runs it in worker processes with a hard
   per-call deadline; this is what training and evaluation use.
 * :mod:`~entropyrl.rewards.overlong`: DAPO's soft overlong penalty and a format-only reward.
+* :mod:`~entropyrl.rewards.code`: programs run against their tests in a bubblewrap sandbox.
 
 Importing this package is cheap: math-verify (and sympy) load on first use.
 """
