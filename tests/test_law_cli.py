@@ -9,7 +9,8 @@ from entropyrl.cli.main import main
 
 RUN_KEYS = {"run", "source", "format", "n_points", "alignment", "method", "interval_method",
             "level", "a", "a_ci", "a_se", "b", "b_ci", "b_se", "ceiling", "ceiling_ci",
-            "ceiling_se", "r2", "rmse", "forecast", "projection"}
+            "ceiling_se", "r2", "rmse", "forecast", "projection", "framework", "keys",
+            "pairing", "from_step", "n_skipped", "early_warning", "backtest", "notes"}
 FORECAST_KEYS = {"fit_fraction", "split_step", "n_fit_points", "n_forecast_points", "rmse",
                  "final_error", "forward_rmse", "forward_final_error", "note"}
 PROJECTION_KEYS = {"horizon_step", "entropy", "score", "score_ci", "entropy_plateau",

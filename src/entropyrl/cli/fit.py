@@ -36,6 +36,18 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _from_step(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a step number or 'auto'")
+    return value
+
+
 def add_parser(sub: Any) -> None:
     """Register the ``fit`` subcommand."""
     p = sub.add_parser(
@@ -43,17 +55,34 @@ def add_parser(sub: Any) -> None:
         help="fit R = -a*exp(H) + b to runs; forecast the ceiling early; scale across sizes",
         description=(
             "Fits the entropy-performance law R = -a*exp(H) + b to each RUN (a run directory "
-            "with metrics.jsonl or TensorBoard events, or a .jsonl / .csv / tfevents file), "
-            "with intervals; checks how well the first part of the run forecasts the rest; "
-            "projects the score to a horizon and to the entropy plateau; with --sizes, fits "
-            "a and b log-linearly in parameter count. See docs/law.md."
+            "or a log file: our metrics.jsonl, verl console or file logs, W&B CSV exports, "
+            "TensorBoard events, trainer_state.json; recognised by content), with intervals; "
+            "checks how well the first part of the run forecasts the rest; with --backtest, "
+            "compares the law with a sigmoid and a power law in training progress; projects "
+            "the score to a horizon and to the entropy plateau; with --sizes, fits a and b "
+            "log-linearly in parameter count. See docs/law.md."
         ),
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories or log files")
-    p.add_argument("--entropy-key", default="train/entropy",
-                   help="key of the policy entropy H (default: train/entropy)")
-    p.add_argument("--score-key", default="val/acc",
-                   help="key of the evaluation score R (default: val/acc)")
+    p.add_argument("--entropy-key", action="append", metavar="KEY",
+                   help="key of the policy entropy H (default: train/entropy, else the log's "
+                        "framework's, e.g. verl's actor/entropy)")
+    p.add_argument("--score-key", action="append", metavar="KEY",
+                   help="key of the evaluation score R; repeat it, or use a pattern with * "
+                        "or ?, to merge several names into one series (e.g. verl's "
+                        "test_score/… before training and val/test_score/… after); default: "
+                        "val/acc, else the log's framework's")
+    p.add_argument("--pair", choices=("same-step", "policy"),
+                   help="pair each score with the entropy logged at the same step, or with "
+                        "the entropy of the policy it evaluated (verl, TRL: the next step's); "
+                        "default: what the log's framework means, said in the output")
+    p.add_argument("--from-step", type=_from_step, metavar="STEP|auto",
+                   help="fit only evaluations at steps >= STEP (skip a format-learning phase); "
+                        "auto: skip the leading evaluations that sit far below the law")
+    p.add_argument("--backtest", action="store_true",
+                   help="back-test every forecast form (the law, the law with an entropy "
+                        "model, a sigmoid and a power law in progress) on the early window: "
+                        "forecast RMSE, final error and coverage of its band")
     p.add_argument("--step-key", default="step",
                    help="key of the training step (default: step; falls back to _step, "
                         "global_step, trainer/global_step, Step)")
@@ -100,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     method: Any = args.robust_loss if args.robust else "ols"  # argparse restricts the choices
     analyses = [
         analyze_run(log, fit_fraction=args.fit_fraction, method=method, intervals=args.intervals,
-                    level=args.level, n_boot=args.n_boot, seed=args.seed, horizon=args.horizon)
+                    level=args.level, n_boot=args.n_boot, seed=args.seed, horizon=args.horizon,
+                    pair=args.pair, from_step=args.from_step, backtest=args.backtest)
         for log in logs
     ]
     scaling, predictions = None, []
@@ -176,8 +206,9 @@ def _print_tables(analyses: list[Any], scaling: Any, predictions: list[Any], siz
         t.add_column("estimate", justify="right", no_wrap=True)
         t.add_column(pct, justify="right", no_wrap=True)
         t.add_column("note")
-        t.add_row("points", str(f.n_points), "", f"{al.n_exact} same-step, "
-                  f"{al.n_interpolated} interpolated, {al.n_dropped} dropped")
+        skipped = f", {r.n_skipped} before step {r.from_step:g} skipped" if r.n_skipped else ""
+        t.add_row("points", str(f.n_points), "", f"{al.n_exact} exact, {al.n_interpolated} "
+                  f"interpolated, {al.n_dropped} without entropy{skipped}; pairing {r.pairing}")
         t.add_row("a", _g(f.a), _ci(f.a_ci), f"se {_g(f.a_se)}")
         t.add_row("b", _g(f.b), _ci(f.b_ci), f"se {_g(f.b_se)}")
         t.add_row("ceiling b − a", _g(f.ceiling), _ci(f.ceiling_ci), "score at H = 0")
@@ -200,11 +231,36 @@ def _print_tables(analyses: list[Any], scaling: Any, predictions: list[Any], siz
                       _ci((r.plateau.low[0], r.plateau.high[0])),
                       f"entropy plateau H∞ = {_g(r.decay.h_inf)}")
         console.print(t)
-        for note in (r.early_note, r.projection_note, *r.run.notes):
+        if r.backtest:
+            _print_backtest(console, r)
+        if r.early_warning:
+            console.print(f"  warning: {r.early_warning}", highlight=False)
+        for note in (r.pairing_note, r.early_note, r.projection_note, *r.run.notes):
             if note:
                 console.print(f"  note: {note}", highlight=False)
     if scaling is not None:
         _print_scaling(console, analyses, scaling, predictions, sizes)
+
+
+def _print_backtest(console: Any, r: Any) -> None:
+    from rich.table import Table
+
+    level = round(100 * r.backtest[0].level)
+    window = f" fitted on steps ≤ {r.early.split_step:g}" if r.early else ""
+    t = Table(title=f"{r.run.name}  ·  back-test: each form{window}, forecasting the later "
+                    "evaluations", title_justify="left")
+    for col in ("form", "fit pts", "RMSE", "final error", "bias", f"{level}% band coverage",
+                "band width"):
+        t.add_column(col, justify="left" if col == "form" else "right", no_wrap=True)
+    t.add_column("formula / note")
+    for b in r.backtest:
+        if b.ok:
+            t.add_row(b.form, str(b.n_fit), _g(b.rmse), f"{b.final_error:+.4g}",
+                      f"{b.bias:+.4g}", f"{b.coverage:.0%} of {len(b.steps)}", _g(b.width),
+                      b.formula)
+        else:
+            t.add_row(b.form, "—", "—", "—", "—", "—", "—", b.note)
+    console.print(t)
 
 
 def _print_scaling(console: Any, analyses: list[Any], scaling: Any, predictions: list[Any],

@@ -1,13 +1,15 @@
-"""Pair each evaluation score with the policy entropy at the same training step.
+"""Pair each evaluation score with a policy entropy: at the same step, or of the same policy.
 
 Entropy ``H`` is logged every rollout step; the score ``R`` only at evaluation steps (every k
-steps, sometimes also at other steps, e.g. before training). The rule, for an evaluation at
-step ``s``:
+steps, sometimes also at other steps, e.g. before training). With a *lag* ``ℓ`` (0: pair by
+step number; 1: verl's and TRL's logs, where the policy evaluated at step ``s`` is the one
+whose entropy is logged at ``s + 1``, see :mod:`.frameworks`), the rule for an evaluation
+logged at step ``s`` and its entropy step ``t = s + ℓ``:
 
-1. entropy logged at ``s`` → use it (*exact*);
-2. otherwise, entropy logged before and after ``s`` → linear interpolation between the
-   nearest logged steps ``s0 < s < s1`` (*interpolated*);
-3. otherwise (``s`` before the first or after the last entropy step) → the evaluation is
+1. entropy logged at ``t`` → use it (*exact*);
+2. otherwise, entropy logged before and after ``t`` → linear interpolation between the
+   nearest logged steps ``t0 < t < t1`` (*interpolated*);
+3. otherwise (``t`` before the first or after the last entropy step) → the evaluation is
    *dropped*, and counted: the law is never extrapolated in entropy to make a point.
 
 Shapes: ``S`` logged steps of one key, ``P`` aligned points.
@@ -82,6 +84,7 @@ class Aligned:
     n_exact: int
     n_interpolated: int
     dropped_steps: np.ndarray  # evaluation steps outside the logged entropy range
+    lag: float = 0.0  # entropy step − evaluation step of each pair
 
     @property
     def n_dropped(self) -> int:
@@ -89,17 +92,18 @@ class Aligned:
         return len(self.dropped_steps)
 
 
-def align(entropy: Series, score: Series) -> Aligned:
-    """Pair every score with the entropy at its step (exact, interpolated, or dropped).
+def align(entropy: Series, score: Series, *, lag: float = 0.0) -> Aligned:
+    """Pair every score with the entropy at its step + ``lag`` (exact, interpolated, dropped).
 
     Args:
         entropy: the entropy series, ``S_H`` steps.
         score: the score series, ``S_R`` steps.
+        lag: steps from an evaluation to the entropy it pairs with (module docstring).
 
     Returns:
         The ``P ≤ S_R`` aligned points and the counts of each case.
     """
-    hs, hv = entropy.steps, entropy.values
+    hs, hv = entropy.steps - lag, entropy.values
     if len(hs) == 0:
         raise LawDataError(f"{entropy.key}: no entropy values logged")
     rs, rv = score.steps, score.values
@@ -110,5 +114,5 @@ def align(entropy: Series, score: Series) -> Aligned:
     h = np.interp(rs[keep], hs, hv)  # equals hv exactly at logged steps
     return Aligned(
         steps=rs[keep], entropy=h, score=rv[keep], n_exact=int(exact.sum()),
-        n_interpolated=int((inside & ~exact).sum()), dropped_steps=rs[~keep],
+        n_interpolated=int((inside & ~exact).sum()), dropped_steps=rs[~keep], lag=float(lag),
     )

@@ -44,6 +44,8 @@ class EarlyForecast:
     observed: np.ndarray  # [Q] observed scores
     rmse: float  # sqrt(mean((predicted − observed)²)) over the Q later evaluations
     final_error: float  # predicted − observed at the last evaluation (signed)
+    entropy: np.ndarray | None = None  # [Q] observed entropy at the later evaluations
+    window_resid: np.ndarray | None = None  # [P] residuals of the window fit, in step order
 
 
 def split_step(steps: np.ndarray, fit_fraction: float) -> float:
@@ -52,7 +54,8 @@ def split_step(steps: np.ndarray, fit_fraction: float) -> float:
 
 
 def early_forecast(
-    steps: Any, entropy: Any, score: Any, *, fit_fraction: float = 0.15, **fit_options: Any
+    steps: Any, entropy: Any, score: Any, *, fit_fraction: float = 0.15,
+    span: tuple[float, float] | None = None, **fit_options: Any
 ) -> EarlyForecast:
     """Fit on the evaluations up to the split step; predict the later ones from their entropy.
 
@@ -61,6 +64,8 @@ def early_forecast(
         entropy: ``[P]`` entropy at those steps.
         score: ``[P]`` scores at those steps.
         fit_fraction: fraction of the run's step range used for the fit (default 0.15).
+        span: ``(first, last)`` step of the whole run, when ``steps`` leave some out (e.g.
+            evaluations skipped with ``--from-step``); default the range of ``steps``.
         **fit_options: passed to :func:`~entropyrl.law.fit.fit_law` (method, intervals, …).
     """
     check_fraction("fit_fraction", fit_fraction)
@@ -68,7 +73,8 @@ def early_forecast(
     check_same_length(steps=s, entropy=h, score=y)
     order = np.argsort(s, kind="stable")
     s, h, y = s[order], h[order], y[order]
-    cut = split_step(s, fit_fraction)
+    cut = split_step(np.asarray(span if span is not None else s, dtype=np.float64),
+                     fit_fraction)
     window = s <= cut
     check_enough(f"early forecast (first {fit_fraction:g} of the run, steps <= {cut:g})",
                  int(window.sum()), 3, "raise --fit-fraction or evaluate more often early on")
@@ -81,7 +87,8 @@ def early_forecast(
     return EarlyForecast(
         fit=fit, fit_fraction=float(fit_fraction), split_step=cut, steps=s[~window],
         predicted=pred, observed=y[~window], rmse=float(np.sqrt(np.mean(err**2))),
-        final_error=float(err[-1]),
+        final_error=float(err[-1]), entropy=h[~window],
+        window_resid=y[window] - fit.predict(h[window]),
     )
 
 

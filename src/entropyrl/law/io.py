@@ -1,37 +1,44 @@
 """Read entropy and score series from training logs: ours and other frameworks'.
 
-Formats (chosen from the path; docs/law.md has examples):
+The format is recognised from the content (docs/law.md has examples of each):
 
-- **JSON lines** — one object per line: our ``<run>/metrics.jsonl``, verl's file logger
-  (``{"step": 3, "data": {"actor/entropy": …}}``) and similar. Nested objects are flattened
-  with ``/`` (``data/actor/entropy``). A truncated *last* line (a run being written, or a
-  crash) is skipped with a note; a bad line elsewhere is an error.
-- **CSV / TSV** with a header row (W&B exports, any table). Empty cells mean "not logged".
-- **TensorBoard** event files (scalar and tensor-scalar summaries), through the
-  ``tensorboard`` package (optional extra ``entropyrl[tensorboard]``).
+- **JSON lines** — our ``<run>/metrics.jsonl``; verl's file logger
+  (``{"step": 3, "data": {…}}``) (:mod:`.read_json`);
+- **trainer_state.json** — Hugging Face Trainer's ``log_history`` (TRL) (:mod:`.read_json`);
+- **verl console log** — ``step:N - key:value - …`` lines as printed to stdout, with Ray
+  prefixes and colour codes (:mod:`.read_console`);
+- **CSV / TSV** with a header row — W&B exports, any table (:mod:`.read_csv`);
+- **TensorBoard** event files or directories (:mod:`.read_tensorboard`).
 
-A run argument is a file, or a directory holding ``metrics.jsonl`` or TensorBoard event
-files. Key lookup: a column *equal* to the key, else the one column *ending* with ``/KEY``
-(flattened nesting, e.g. verl's ``data/…``) or `` - KEY`` (W&B chart export
-``"<run> - KEY"``). A missing key fails with the keys the file has.
+A run argument is a file, or a directory holding ``metrics.jsonl``, ``trainer_state.json``
+(also in its newest ``checkpoint-N/``) or TensorBoard event files. Keys are looked up by
+:mod:`.keys` (names, aliases, patterns); with no key given, the framework's defaults
+(:mod:`.frameworks`) are tried after ours.
 """
 
 from __future__ import annotations
 
-import csv
-import difflib
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+import numpy as np
 
 from entropyrl.errors import UserError
 from entropyrl.law.align import Series, make_series
-from entropyrl.train.metrics import parse_json_lines
+from entropyrl.law.frameworks import FRAMEWORKS, Framework, guess_framework
+from entropyrl.law.keys import Resolved, first_resolvable, missing_key, resolve
+from entropyrl.law.logtable import LogTable, number, read_text
+from entropyrl.law.read_console import looks_like_console, read_console
+from entropyrl.law.read_csv import read_csv, sniff_delimiter
+from entropyrl.law.read_json import read_json_lines, read_trainer_state, try_json_document
+from entropyrl.law.read_tensorboard import read_tensorboard
 
 # Step columns tried, in order, when the default step key is absent (W&B, HF Trainer, verl).
 STEP_FALLBACKS: tuple[str, ...] = ("_step", "global_step", "trainer/global_step", "Step")
 DEFAULT_KEYS = {"entropy": "train/entropy", "score": "val/acc", "step": "step"}
+KeySpec = str | Sequence[str] | None
 
 
 @dataclass(frozen=True)
@@ -40,17 +47,25 @@ class RunLog:
 
     name: str
     source: Path  # the file (or TensorBoard directory) read
-    format: str  # "jsonl" | "csv" | "tensorboard"
+    format: str  # "jsonl" | "verl-jsonl" | "csv" | "verl-console" | "trainer-state" | "tensorboard"
     entropy: Series
     score: Series
-    notes: tuple[str, ...] = ()  # things the reader tolerated, shown to the user
+    notes: tuple[str, ...] = ()  # things the reader tolerated or merged, shown to the user
+    framework: str = "unknown"  # whose conventions the log follows (frameworks.py)
+    entropy_columns: tuple[str, ...] = ()  # the log's columns read as the entropy
+    score_columns: tuple[str, ...] = ()  # … and as the score (several: merged aliases)
+
+    @property
+    def conventions(self) -> Framework:
+        """The :class:`~entropyrl.law.frameworks.Framework` of this log."""
+        return FRAMEWORKS.get(self.framework, FRAMEWORKS["unknown"])
 
 
 def load_run(
     path: str | Path,
     *,
-    entropy_key: str = DEFAULT_KEYS["entropy"],
-    score_key: str = DEFAULT_KEYS["score"],
+    entropy_key: KeySpec = None,
+    score_key: KeySpec = None,
     step_key: str = DEFAULT_KEYS["step"],
     name: str | None = None,
     strict: bool = False,
@@ -60,223 +75,150 @@ def load_run(
     NaN/inf values are dropped with a note (``strict``: refused).
 
     Args:
-        path: a log file, or a run directory (``metrics.jsonl`` or TensorBoard events).
-        entropy_key: key of the policy entropy ``H``.
-        score_key: key of the evaluation score ``R``.
-        step_key: key of the training step (ignored for TensorBoard, whose events carry it).
+        path: a log file or a run directory (see the module docstring).
+        entropy_key: name(s) or pattern(s) of the policy entropy ``H``; ``None``: ours
+            (``train/entropy``), else the framework's default.
+        score_key: name(s) or pattern(s) of the evaluation score ``R``, merged into one series;
+            ``None``: ours (``val/acc``), else the framework's default.
+        step_key: key of the training step in JSON lines and CSV (other formats carry it).
         name: display name; default the run directory's (or file's) name.
         strict: refuse NaN/inf values instead of dropping them.
 
     Raises:
-        UserError: unreadable file, unknown format, missing key (listing the keys present),
-            non-numeric or NaN/inf values.
+        UserError: unreadable file, unrecognised format, missing key (listing the keys
+            present), non-numeric or NaN/inf values.
     """
-    file, fmt = detect_format(path)
-    keys = (entropy_key, score_key)
-    notes: list[str] = []
-    if fmt == "tensorboard":
-        columns = _read_tensorboard(file, keys)
-    elif fmt == "csv":
-        columns = _read_csv(file, keys, step_key)
-    else:
-        columns = _read_jsonl(file, keys, step_key, notes)
-    where = str(file)
-    drop = not strict
-    entropy = make_series(entropy_key, *columns[entropy_key], source=where,
-                          drop_nonfinite=drop, notes=notes)
-    score = make_series(score_key, *columns[score_key], source=where, drop_nonfinite=drop,
-                        notes=notes)
-    return RunLog(name or default_name(Path(path)), file, fmt, entropy, score, tuple(notes))
+    table = read_log(path, step_key)
+    framework = guess_framework(table.format, table.keys)
+    notes = list(table.notes)
+    h_cols = _columns(table, framework, entropy_key, "entropy", notes)
+    r_cols = _columns(table, framework, score_key, "score", notes)
+    entropy = _series(table, h_cols, "--entropy-key", strict, notes)
+    score = _series(table, r_cols, "--score-key", strict, notes)
+    return RunLog(name or default_name(Path(path)), table.source, table.format, entropy, score,
+                  tuple(notes), framework.name, h_cols.columns, r_cols.columns)
 
 
 def default_name(path: Path) -> str:
     """A run's display name: its directory's name for ``<run>/metrics.jsonl``, else the stem."""
     if path.is_dir():
         return path.resolve().name
-    if path.name == "metrics.jsonl" or "tfevents" in path.name:
-        return path.resolve().parent.name
+    if path.name in ("metrics.jsonl", "trainer_state.json") or "tfevents" in path.name:
+        parent = path.resolve().parent
+        return parent.parent.name if parent.name.startswith("checkpoint-") else parent.name
     return path.stem
 
 
-def detect_format(path: str | Path) -> tuple[Path, str]:
-    """Resolve a run argument to ``(file or TensorBoard directory, format)``."""
-    p = Path(path)
+def read_log(path: str | Path, step_key: str = DEFAULT_KEYS["step"]) -> LogTable:
+    """Every key of a run's log, the format recognised from the content."""
+    file, kind = _locate(Path(path))
+    if kind == "tensorboard":
+        return read_tensorboard(file)
+    text = read_text(file)
+    if not text.strip():
+        raise UserError(f"{file}: empty file; expected a training log (JSON lines, CSV with a "
+                        "header row, a verl console log, trainer_state.json)")
+    doc = try_json_document(text)
+    if doc is not None:
+        return read_trainer_state(file, doc)
+    if text.lstrip()[:1] in ("{", "["):
+        return read_json_lines(file, text, step_key, STEP_FALLBACKS)
+    if looks_like_console(text):
+        return read_console(file, text)
+    delimiter = sniff_delimiter(file, text)
+    if delimiter is not None:
+        return read_csv(file, text, delimiter, step_key, STEP_FALLBACKS)
+    first = next((ln for ln in text.splitlines() if ln.strip()), "")[:120]
+    raise UserError(
+        f"{file}: not a log format entropyrl fit recognises. It reads JSON lines (one object "
+        "per line), trainer_state.json, a verl console log ('step:N - key:value - …' lines), "
+        f"CSV/TSV with a header row, and TensorBoard events; the file starts with {first!r}. "
+        "Convert the log to one of these (e.g. CSV with a step column)"
+    )
+
+
+def _locate(p: Path) -> tuple[Path, str]:
+    """Resolve a run argument to ``(file or TensorBoard directory, "text" | "tensorboard")``."""
     if not p.exists():
         raise UserError(f"{p}: no such file or directory; pass a run directory or a log file")
-    if p.is_dir():
-        if (p / "metrics.jsonl").is_file():
-            return p / "metrics.jsonl", "jsonl"
-        dirs = sorted({e.parent for e in p.rglob("*tfevents*") if e.is_file()})
-        if len(dirs) == 1:
-            return dirs[0], "tensorboard"
-        if dirs:
-            listing = ", ".join(str(d) for d in dirs[:10])
-            raise UserError(f"{p}: TensorBoard events in {len(dirs)} directories ({listing}); "
-                            "pass the one directory of the run to fit")
-        raise UserError(f"{p}: no metrics.jsonl and no TensorBoard event files in this "
-                        "directory; pass the log file itself (.jsonl, .csv or tfevents)")
-    lower = p.name.lower()
-    if "tfevents" in lower:
-        return p, "tensorboard"
-    if lower.endswith((".csv", ".tsv")):
-        return p, "csv"
-    if lower.endswith((".jsonl", ".json", ".ndjson")):
-        return p, "jsonl"
-    first = _read_text(p).lstrip()[:1]
-    return p, ("jsonl" if first == "{" else "csv")
+    if not p.is_dir():
+        return p, ("tensorboard" if "tfevents" in p.name.lower() else "text")
+    if (p / "metrics.jsonl").is_file():
+        return p / "metrics.jsonl", "text"
+    if (p / "trainer_state.json").is_file():
+        return p / "trainer_state.json", "text"
+    checkpoints = sorted(p.glob("checkpoint-*/trainer_state.json"), key=_checkpoint_number)
+    if checkpoints:
+        return checkpoints[-1], "text"  # the newest holds the whole log history
+    dirs = sorted({e.parent for e in p.rglob("*tfevents*") if e.is_file()})
+    if len(dirs) == 1:
+        return dirs[0], "tensorboard"
+    if dirs:
+        listing = ", ".join(str(d) for d in dirs[:10])
+        raise UserError(f"{p}: TensorBoard events in {len(dirs)} directories ({listing}); "
+                        "pass the one directory of the run to fit")
+    raise UserError(f"{p}: no metrics.jsonl, trainer_state.json or TensorBoard event files in "
+                    "this directory; pass the log file itself")
 
 
-Columns = dict[str, tuple[list[float], list[float]]]  # key → (steps, values)
+def _checkpoint_number(path: Path) -> int:
+    m = re.search(r"checkpoint-(\d+)", str(path))
+    return int(m.group(1)) if m else -1
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(
-            f"cannot read {path}: {err}; is it a text log (JSON lines or CSV)?"
-        ) from None
+def _columns(table: LogTable, framework: Framework, spec: KeySpec, what: str,
+             notes: list[str]) -> Resolved:
+    option = f"--{what}-key"
+    names = table.keys
+    source = str(table.source)
+    if spec is not None:
+        return resolve([spec] if isinstance(spec, str) else list(spec), names, source, option)
+    ours = DEFAULT_KEYS[what]
+    if ours in names:
+        return Resolved((ours,), (ours,))
+    candidates = (tuple((k,) for k in framework.entropy_keys) if what == "entropy"
+                  else framework.score_keys)
+    found = first_resolvable([(ours,), *candidates], names, source, option)
+    if found is None:
+        raise missing_key(ours, names, source, option)
+    if found.spec != (ours,):
+        notes.append(f"{what}: no {ours!r} in the log; read {' + '.join(found.columns)} "
+                     f"({framework.name} default; choose another with {option})")
+    return found
 
 
-def _resolve(key: str, available: Iterable[str], source: Path, option: str) -> str:
-    """The column ``key`` names in ``available`` (exact, else a unique ``/KEY`` / `` - KEY``)."""
-    names = sorted(set(available))
-    if key in names:
-        return key
-    hits = [n for n in names if n.endswith("/" + key) or n.endswith(" - " + key)]
-    if len(hits) == 1:
-        return hits[0]
-    if hits:
-        raise UserError(f"{source}: key {key!r} matches several columns ({', '.join(hits)}); "
-                        f"pass the full name with {option}")
-    close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    shown = ", ".join(names[:60]) + (f", … ({len(names)} in all)" if len(names) > 60 else "")
-    raise UserError(f"{source}: no key {key!r} (option {option}).{hint} Keys in the file: "
-                    f"{shown or '(none)'}")
-
-
-def _resolve_step(step_key: str, available: Sequence[str], source: Path) -> str:
-    try:
-        return _resolve(step_key, available, source, "--step-key")
-    except UserError:
-        if step_key != DEFAULT_KEYS["step"]:
-            raise
-        for alt in STEP_FALLBACKS:
-            if alt in available:
-                return alt
-        raise
-
-
-def _number(value: Any, key: str, where: str) -> float | None:
-    """A logged value as float; ``None`` when absent (null / empty cell)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise UserError(f"{where}: {key} = {value!r} is not a number")
-    try:
-        return float(value)
-    except ValueError:
-        raise UserError(f"{where}: {key} = {value!r} is not a number") from None
-
-
-def _flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in obj.items():
-        name = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, name + "/"))
-        else:
-            out[name] = v
-    return out
-
-
-def _read_jsonl(path: Path, keys: Sequence[str], step_key: str, notes: list[str]) -> Columns:
-    parsed = parse_json_lines(_read_text(path))
-    bad = parsed.bad or ([(parsed.torn_last, "a lone unreadable line")]
-                         if parsed.torn_last is not None and not parsed.rows else [])
-    if bad:
-        lineno, msg = bad[0]
-        raise UserError(f"{path}:{lineno}: not valid JSON ({msg}); the file must hold "
-                        "one JSON object per line")
-    if parsed.torn_last is not None:  # a line still being written, or torn by a crash
-        notes.append(f"skipped an incomplete last line ({parsed.torn_last}) of {path}")
-    rows: list[tuple[int, dict[str, Any]]] = []
-    for lineno, obj in parsed.rows:
-        if not isinstance(obj, dict):
-            raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        rows.append((lineno, _flatten(obj)))
-    available = sorted({name for _, row in rows for name in row})
-    step = _resolve_step(step_key, available, path)
-    columns = {key: _resolve(key, available, path, _option(key, keys)) for key in keys}
-    out: Columns = {key: ([], []) for key in keys}
-    for lineno, row in rows:
-        for key, col in columns.items():
-            value = _number(row.get(col), col, f"{path}:{lineno}")
+def _series(table: LogTable, cols: Resolved, option: str, strict: bool,
+            notes: list[str]) -> Series:
+    """One series from the resolved columns; several columns are merged (first one wins)."""
+    where = str(table.source)
+    parts: list[Series] = []
+    for col in cols.columns:
+        steps, values = [], []
+        for step, raw, loc in table.columns[col]:
+            value = number(raw, col, loc)
             if value is None:
                 continue
-            s = _number(row.get(step), step, f"{path}:{lineno}")
-            if s is None:
-                raise UserError(f"{path}:{lineno}: has {col} but no step ({step})")
-            out[key][0].append(s)
-            out[key][1].append(value)
-    return out
-
-
-def _read_csv(path: Path, keys: Sequence[str], step_key: str) -> Columns:
-    delimiter = "\t" if path.name.lower().endswith(".tsv") else ","
-    table = list(csv.reader(_read_text(path).splitlines(), delimiter=delimiter))
-    if not table:
-        raise UserError(f"{path}: empty file; expected a header row and one row per step")
-    header = [h.strip() for h in table[0]]
-    step = header.index(_resolve_step(step_key, header, path))
-    columns = {key: header.index(_resolve(key, header, path, _option(key, keys))) for key in keys}
-    out: Columns = {key: ([], []) for key in keys}
-    for lineno, row in enumerate(table[1:], start=2):
-        for key, col in columns.items():
-            cell = row[col].strip() if col < len(row) else ""
-            value = _number(cell, header[col], f"{path}:{lineno}")
-            if value is None:
-                continue
-            s = _number(row[step].strip() if step < len(row) else "", header[step],
-                        f"{path}:{lineno}")
-            if s is None:
-                raise UserError(f"{path}:{lineno}: has {header[col]} but no step")
-            out[key][0].append(s)
-            out[key][1].append(value)
-    return out
-
-
-def _read_tensorboard(path: Path, keys: Sequence[str]) -> Columns:
-    try:
-        from tensorboard.backend.event_processing import event_accumulator as ea
-        from tensorboard.util import tensor_util
-    except ImportError:
-        raise UserError("reading TensorBoard event files needs the `tensorboard` package: "
-                        "pip install 'entropyrl[tensorboard]' (or export the run to CSV)") from None
-    acc = ea.EventAccumulator(str(path), size_guidance={ea.SCALARS: 0, ea.TENSORS: 0})
-    try:
-        acc.Reload()
-    except Exception as err:  # the reader raises several private error types on corrupt files
-        raise UserError(f"cannot read TensorBoard events at {path}: {err}") from None
-    tags = acc.Tags()
-    scalar_tags, tensor_tags = list(tags.get("scalars", [])), list(tags.get("tensors", []))
-    out: Columns = {}
-    for key in keys:
-        tag = _resolve(key, scalar_tags + tensor_tags, path, _option(key, keys))
-        if tag in scalar_tags:
-            events = [(float(e.step), float(e.value)) for e in acc.Scalars(tag)]
-        else:  # TF2-style summaries store a scalar tensor
-            events = []
-            for e in acc.Tensors(tag):
-                arr = tensor_util.make_ndarray(e.tensor_proto)
-                if arr.size != 1:
-                    raise UserError(f"{path}: tag {tag!r} holds tensors of shape "
-                                    f"{list(arr.shape)}, not scalars")
-                events.append((float(e.step), float(arr.reshape(-1)[0])))
-        out[key] = ([s for s, _ in events], [v for _, v in events])
-    return out
-
-
-def _option(key: str, keys: Sequence[str]) -> str:
-    return "--entropy-key" if key == keys[0] else "--score-key"
+            if step is None:
+                if not table.step_found:
+                    raise missing_key(table.step_key, table.keys, where, "--step-key")
+                raise UserError(f"{loc}: has {col} but no step ({table.step_key}); repair the "
+                                "row or pass --step-key")
+            steps.append(step)
+            values.append(value)
+        parts.append(make_series(col, steps, values, source=where, drop_nonfinite=not strict,
+                                 notes=notes))
+    if len(parts) == 1:
+        return parts[0]
+    merged: dict[float, float] = {}
+    clashes = 0
+    for part in reversed(parts):  # the first column is written last: it wins
+        for s, v in zip(part.steps.tolist(), part.values.tolist(), strict=True):
+            clashes += s in merged and merged[s] != v
+            merged[s] = v
+    counts = ", ".join(f"{p.key} ({len(p)} value{'s' * (len(p) != 1)}"
+                       f"{', step ' + format(p.steps[0], 'g') if len(p) == 1 else ''})"
+                       for p in parts)
+    clash = f"; {clashes} step(s) logged under several names kept the first" if clashes else ""
+    notes.append(f"{option[2:]}: merged {len(parts)} keys into one series: {counts}{clash}")
+    steps_m = np.array(sorted(merged))
+    return make_series(parts[0].key, steps_m, [merged[s] for s in steps_m.tolist()])

@@ -6,9 +6,13 @@ Per run, left to right:
    fitted on all of them with its 95% band, the law fitted on the window alone (dashed), and
    the ceiling ``b − a`` at ``H = 0`` with its interval;
 2. entropy vs step: the log, the window, the entropy model fitted on the window and extended;
-3. score vs step: the evaluations, the window, the law applied to the observed entropy, and
-   the forward forecast (entropy model + law, window data only) with its prediction band;
-   with a horizon past the last step, the projection from all the data (also in panel 2).
+3. score vs step: the evaluations (those skipped by ``--from-step`` as grey crosses), the
+   window, the law applied to the observed entropy, and the forward forecast (entropy model +
+   law, window data only) with its prediction band; with ``--backtest``, the sigmoid and
+   power-law forecasts; with a horizon past the last step, the projection from all the data
+   (also in panel 2). Without an early forecast the reason is printed *below* the panel.
+
+Legends list only what is drawn: an entry whose artist holds no point is left out.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +32,25 @@ if TYPE_CHECKING:
 
 WINDOW = "#fde9c4"  # fill of the early-fit window
 FIT, EARLY, FWD, OBS = "#1f4e9c", "#d9730d", "#7b3fa0", "#333333"
+FORM_COLOURS = {"sigmoid": "#2a9d8f", "power": "#c0392b"}
+
+
+def _legend(ax: Axes, **kwargs: Any) -> None:
+    """A legend of the artists that hold at least one point (none at all: no legend)."""
+    handles, labels = ax.get_legend_handles_labels()
+    keep = [(h, lab) for h, lab in zip(handles, labels, strict=True) if _drawn(h)]
+    if keep:
+        ax.legend([h for h, _ in keep], [lab for _, lab in keep], **kwargs)
+
+
+def _drawn(artist: object) -> bool:
+    if hasattr(artist, "get_xdata"):  # Line2D
+        return len(np.asarray(artist.get_xdata())) > 0
+    if hasattr(artist, "get_offsets"):  # scatter (PathCollection)
+        return len(np.asarray(artist.get_offsets())) > 0
+    if hasattr(artist, "get_paths"):  # fill_between, axvspan
+        return any(len(p.vertices) > 0 for p in artist.get_paths())
+    return True
 
 
 def plot_analyses(
@@ -53,7 +76,7 @@ def plot_analyses(
         _scaling_row(axes[-1], scaling, predictions, [r.run.name for r in analyses])
     fig.tight_layout()
     out = Path(path)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight")  # keeps notes written below the axes
     plt.close(fig)
     return out
 
@@ -96,14 +119,15 @@ def _score_vs_entropy(ax: Axes, r: RunAnalysis) -> None:
     ax.set_title(f"{r.run.name}: R = −a·exp(H) + b\n"
                  f"a = {_fmt_ci(fit.a, fit.a_ci)}, b = {_fmt_ci(fit.b, fit.b_ci)}, "
                  f"R² = {fit.r2:.3f}", fontsize=10)
-    ax.legend(fontsize=8, loc="lower left")
+    _legend(ax, fontsize=8, loc="lower left")
 
 
 def _window(ax: Axes, r: RunAnalysis) -> None:
     if r.early:
         first = min(float(r.aligned.steps[0]), float(r.run.entropy.steps[0]))
+        after = f" after step {r.from_step:g}" if r.from_step is not None else ""
         ax.axvspan(first, r.early.split_step, color=WINDOW, zorder=0,
-                   label=f"early-fit window (first {r.early.fit_fraction:.0%})")
+                   label=f"early-fit window (first {r.early.fit_fraction:.0%}{after})")
 
 
 def _entropy_vs_step(ax: Axes, r: RunAnalysis) -> None:
@@ -124,13 +148,22 @@ def _entropy_vs_step(ax: Axes, r: RunAnalysis) -> None:
     ax.set_xlabel("training step")
     ax.set_ylabel("policy entropy H (nats)")
     ax.set_title("entropy trajectory (forward forecast needs H at future steps)", fontsize=10)
-    ax.legend(fontsize=8, loc="upper right")
+    _legend(ax, fontsize=8, loc="upper right")
 
 
 def _score_vs_step(ax: Axes, r: RunAnalysis) -> None:
     _window(ax, r)
     al, fit = r.aligned, r.fit
     ax.scatter(al.steps, al.score, s=18, color=OBS, zorder=3, label="observed score")
+    if r.from_step is not None:
+        early = r.run.score.steps < r.from_step
+        ax.scatter(r.run.score.steps[early], r.run.score.values[early], s=22, marker="x",
+                   color="#999999", zorder=3, label=f"skipped (before step {r.from_step:g})")
+    for b in r.backtest:
+        if b.ok and b.form in FORM_COLOURS:
+            ax.plot(b.steps, b.predicted, color=FORM_COLOURS[b.form], lw=1.2, ls="-.",
+                    label=f"{b.form} in progress: RMSE {b.rmse:.3f}, "
+                          f"{b.coverage:.0%} in band")
     if r.forward is not None:
         f = r.forward
         ax.fill_between(f.steps, f.low, f.high, color=FWD, alpha=0.15, lw=0,
@@ -151,12 +184,15 @@ def _score_vs_step(ax: Axes, r: RunAnalysis) -> None:
     ax.set_xlabel("training step")
     ax.set_ylabel("score R")
     if r.early:
-        title = f"forecast from the first {r.early.fit_fraction:.0%} of the run only"
+        ax.set_title(f"forecast from the first {r.early.fit_fraction:.0%} of the run only",
+                     fontsize=10)
     else:
-        # Wrapped: a long reason would run into the neighbouring panel's title.
-        title = "no early forecast:\n" + textwrap.fill(str(r.early_note), 60)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+        # The reason goes below the axes, wrapped to the panel's width: as a title it would
+        # run over the neighbouring panel's.
+        ax.set_title("no early forecast (reason below)", fontsize=10)
+        ax.text(0.0, -0.16, textwrap.fill(str(r.early_note), 70), transform=ax.transAxes,
+                va="top", ha="left", fontsize=8, color="#555555")
+    _legend(ax, fontsize=8, loc="lower right")
 
 
 def _scaling_row(
@@ -191,7 +227,7 @@ def _scaling_row(
             ax.annotate(f"{v:.3f}", (p.n_params, v), xytext=(6, 4), textcoords="offset points",
                         color=EARLY, fontsize=8)
     for ax in axes:
-        ax.legend(fontsize=8)
+        _legend(ax, fontsize=8)
 
 
 def _observed(scaling: ScalingFit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

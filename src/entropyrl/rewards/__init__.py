@@ -7,6 +7,7 @@ r"""Verifiable rewards: the paper's boxed-answer math reward, scored safely in w
 * :mod:`~entropyrl.rewards.overlong`: DAPO's soft overlong penalty and a format-only reward.
 * :mod:`~entropyrl.rewards.result`: :class:`RewardResult`, a response's score and solved flag.
 * :mod:`~entropyrl.rewards.user`: the user's own reward function (``reward.fn``) in the pool.
+* :mod:`~entropyrl.rewards.code`: programs run against their tests in a bubblewrap sandbox.
 
 Importing this package is cheap: math-verify (and sympy) load on first use.
 """
