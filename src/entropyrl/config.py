@@ -76,6 +76,27 @@ class MathData:
 
 
 @dataclass
+class CodeData:
+    """Coding problems checked by running the answer against tests in a sandbox (docs/tasks.md)."""
+
+    train_files: list[str] = _f([], "training sets (.jsonl/.json/.parquet or hub ids)")
+    val_files: list[str] = _f([], "validation sets")
+    schema: str | None = _f(None, "kodcode, taco (APPS/TACO/Eurus-2) or generic; null = detect")
+    template: str = _f("code", "prompt template: code (asks for a ```python block), raw, or a "
+                       "'{question}' text")
+    chat_template: bool = _f(False, "wrap prompts in the tokenizer's chat template")
+    max_val_rows: int = _f(0, "use at most this many validation rows (0 = all)")
+    max_tests: int = _f(0, "run at most this many tests per problem (0 = all)")
+    partial_credit: bool = _f(False, "score = share of tests passed (false: 1 only if all pass)")
+    timeout_s: float = _f(2.0, "wall-clock limit per test in seconds")
+    memory_mb: int = _f(512, "address-space limit of the program in MiB")
+    unsafe_rlimits_only: bool = _f(
+        False, "run programs WITHOUT the sandbox (resource limits only; they can read your "
+        "files and use the network), with a warning on every batch"
+    )
+
+
+@dataclass
 class PythonData:
     """Your own task: prompts from files, scored by ``reward.fn`` (docs/tasks.md)."""
 
@@ -90,12 +111,13 @@ class PythonData:
 class DataConfig:
     """Where prompts come from: the task, and its own section."""
 
-    task: Literal["testbed", "math", "python"] = _f(
-        "testbed", "task: the embedded synthetic testbed, math datasets, or python (your own "
-        "prompts and reward.fn); its settings are in data.<task>"
+    task: Literal["testbed", "math", "code", "python"] = _f(
+        "testbed", "task: the embedded synthetic testbed, math datasets, code problems, or "
+        "python (your own prompts and reward.fn); its settings are in data.<task>"
     )
     testbed: TestbedData = _f(TestbedData(), "the testbed task")
     math: MathData = _f(MathData(), "the math task")
+    code: CodeData = _f(CodeData(), "the code task")
     python: PythonData = _f(PythonData(), "your own task")
 
 
@@ -298,7 +320,7 @@ def _validate(cfg: TrainConfig) -> None:
             f"update.micro_batch_size: expected a divisor of update.mini_batch_size "
             f"({cfg.update.mini_batch_size}), got {cfg.update.micro_batch_size}"
         )
-    for task in ("math", "python"):
+    for task in ("math", "code", "python"):
         section = getattr(cfg.data, task)
         if cfg.data.task == task and not (section.train_files and section.val_files):
             raise ValueError(

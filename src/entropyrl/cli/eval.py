@@ -1,4 +1,4 @@
-"""``entropyrl eval``: score a model on math benchmarks, per data source."""
+"""``entropyrl eval``: score a model on math or code benchmarks, per data source."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ def add_parser(sub: Any) -> None:
     """Register the ``eval`` subcommand."""
     p = sub.add_parser(
         "eval",
-        help="evaluate a model on math datasets: greedy accuracy, avg@k, pass@k per source",
+        help="evaluate a model on math or code datasets: greedy accuracy, avg@k, pass@k per "
+        "source",
         description=(
-            "Evaluate a causal LM (hub id, local directory, or 'testbed') on math datasets "
-            "(.jsonl/.json/.parquet files or hub ids). Reports per data source: greedy "
+            "Evaluate a causal LM (hub id, local directory, or 'testbed') on math datasets, or "
+            "with --task code on coding problems whose answers run against their tests in a "
+            "sandbox (.jsonl/.json/.parquet files or hub ids). Reports per data source: greedy "
             "accuracy, avg@k and unbiased pass@k, mean response length, mean token entropy "
             "and truncated responses. --preset paper uses avg@32 at temperature 0.6 for "
             "AIME/AMC and greedy decoding elsewhere, as the paper reports."
@@ -26,13 +28,17 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--model", "-m", required=True, help="hub id, local directory or 'testbed'")
     p.add_argument("--data", "-d", nargs="+", required=True, help="dataset files or hub ids")
+    p.add_argument("--task", choices=("math", "code"), default="math",
+                   help="math: boxed answers checked by math-verify; code: the answer's last "
+                        "```python block run against the problem's tests (docs/tasks.md)")
     p.add_argument("--preset", choices=("default", "paper"), default="default",
                    help="default: greedy + avg@n at --temperature for every source")
     p.add_argument("--n", type=int, default=4, help="samples per prompt for avg@k/pass@k")
     p.add_argument("--temperature", type=float, default=0.6, help="sampling temperature")
     p.add_argument("--max-new-tokens", type=int, default=1024, help="response length limit")
     p.add_argument("--schema", help="dataset schema (default: detect from the fields)")
-    p.add_argument("--template", default="paper", help="prompt template: paper, plain, raw")
+    p.add_argument("--template", help="prompt template: paper, plain, raw (math; default "
+                   "paper); code, raw (code; default code); or a '{question}' text")
     p.add_argument("--chat-template", action="store_true",
                    help="wrap prompts in the tokenizer's chat template")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows")
@@ -40,7 +46,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dtype", choices=("float32", "bfloat16", "auto"), default="auto")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     p.add_argument("--workers", type=int, default=2, help="reward worker processes")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds per answer check")
+    p.add_argument("--timeout", type=float, default=5.0,
+                   help="seconds per answer check (code: per test)")
     p.add_argument("--batch-prompts", type=int, default=32, help="prompts per generate call")
     p.add_argument("--json", type=Path, help="write the results as JSON here")
     p.add_argument("--samples", type=Path, metavar="OUT.jsonl",
@@ -69,12 +76,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from entropyrl.config import ModelConfig
-    from entropyrl.data import load_math_datasets
     from entropyrl.errors import UserError
     from entropyrl.evaluation import evaluate_source
     from entropyrl.models import load_model_and_tokenizer
-    from entropyrl.rewards import MathScorer
-    from entropyrl.rewards.result import RewardResult, full_credit
+    from entropyrl.rewards.result import RewardResult
     from entropyrl.rollout import HFEngine
 
     if args.n < 1 or args.temperature <= 0 or args.max_new_tokens < 1:
@@ -84,16 +89,8 @@ def run(args: argparse.Namespace) -> int:
     )
     model.eval()
     engine = HFEngine(model, tokenizer)
-    sets = load_math_datasets(
-        args.data, schema=args.schema, template=args.template,
-        tokenizer=tokenizer if args.chat_template else None,
-        skip_bad_rows=args.skip_bad_rows, limit=args.limit or None,
-    )
-    by_source: dict[str, list[dict[str, Any]]] = {}
-    for s in sets:
-        for row in s.rows:
-            by_source.setdefault(str(row["data_source"]), []).append(row)
-    skipped = sum(s.skipped for s in sets)
+    load_task = _code_task if args.task == "code" else _math_task
+    by_source, skipped, score, close = load_task(args, tokenizer)
     console = Console(stderr=True)
     results: dict[str, Any] = {}
     samples = None
@@ -103,11 +100,10 @@ def run(args: argparse.Namespace) -> int:
         except OSError as err:
             raise UserError(f"--samples {args.samples}: cannot write ({err.strerror}); choose "
                             "a writable file path.") from None
-    with MathScorer(workers=args.workers, timeout=args.timeout) as scorer, (
-            samples or contextlib.nullcontext()):
-        def score(texts: list[str], rows: list[dict[str, Any]]) -> list[RewardResult]:
-            return full_credit(scorer.score_batch(texts, [str(r["answer"]) for r in rows]))
-
+    with contextlib.ExitStack() as stack:
+        stack.callback(close)
+        if samples is not None:
+            stack.enter_context(samples)
         with Progress(console=console, transient=True) as progress:
             for source, rows in by_source.items():
                 task = progress.add_task(source, total=len(rows))
@@ -121,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
                         for r, t, v in zip(rs, texts, scores, strict=True):
                             samples.write(json.dumps({
                                 "source": source, "kind": kind, "prompt": r["prompt"],
-                                "answer": str(r["answer"]), "response": t, "score": v.score,
+                                "answer": str(r.get("answer", "")), "response": t,
+                                "score": v.score,
                                 "solved": v.solved,
                             }) + "\n")
 
@@ -153,3 +150,50 @@ def run(args: argparse.Namespace) -> int:
     if args.samples is not None:
         console.print(f"wrote every response to {args.samples}")
     return 0
+
+
+def _math_task(args: argparse.Namespace, tokenizer: Any) -> tuple[
+        dict[str, list[dict[str, Any]]], int, Any, Any]:
+    """Rows by source, the rows skipped, the scorer (a math-verify pool) and its closer."""
+    from entropyrl.data import load_math_datasets
+    from entropyrl.rewards import MathScorer
+    from entropyrl.rewards.result import RewardResult, full_credit
+
+    sets = load_math_datasets(
+        args.data, schema=args.schema, template=args.template or "paper",
+        tokenizer=tokenizer if args.chat_template else None,
+        skip_bad_rows=args.skip_bad_rows, limit=args.limit or None,
+    )
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for s in sets:
+        for row in s.rows:
+            by_source.setdefault(str(row["data_source"]), []).append(row)
+    scorer = MathScorer(workers=args.workers, timeout=args.timeout)
+
+    def score(texts: list[str], rows: list[dict[str, Any]]) -> list[RewardResult]:
+        return full_credit(scorer.score_batch(texts, [str(r["answer"]) for r in rows]))
+
+    return by_source, sum(s.skipped for s in sets), score, scorer.close
+
+
+def _code_task(args: argparse.Namespace, tokenizer: Any) -> tuple[
+        dict[str, list[dict[str, Any]]], int, Any, Any]:
+    """Rows by source (``data_source`` of the rows, else the file) and the sandbox scorer."""
+    from entropyrl.config import CodeData
+    from entropyrl.rewards.result import RewardResult
+    from entropyrl.tasks.code import check, read_rows, score_code
+
+    section = CodeData(train_files=list(args.data), val_files=list(args.data),
+                       schema=args.schema, template=args.template or "code",
+                       chat_template=args.chat_template, timeout_s=args.timeout)
+    check(section)
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for source in args.data:
+        rows = read_rows([source], section, tokenizer)[: args.limit or None]
+        for row in rows:
+            by_source.setdefault(str(row["data_source"]), []).append(row)
+
+    def score(texts: list[str], rows: list[dict[str, Any]]) -> list[RewardResult]:
+        return score_code(texts, rows, section, args.workers)
+
+    return by_source, 0, score, lambda: None

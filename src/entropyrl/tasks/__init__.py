@@ -6,6 +6,7 @@ replaces any task's reward with the user's function (:mod:`entropyrl.rewards.use
 
 * ``testbed``: the embedded synthetic arithmetic (:mod:`.testbed`);
 * ``math``: math datasets scored by math-verify (:mod:`.math`);
+* ``code``: coding problems, the answer run against tests in a sandbox (:mod:`.code`);
 * ``python``: the user's own prompts and reward function (:mod:`.python`).
 """
 
@@ -16,7 +17,7 @@ from typing import Any, NamedTuple
 
 from entropyrl.config import DataConfig, RewardConfig
 from entropyrl.errors import UserError
-from entropyrl.tasks import math, python, testbed
+from entropyrl.tasks import code, math, python, testbed
 from entropyrl.tasks.base import PromptSampler, Row, TaskSet
 
 
@@ -36,6 +37,7 @@ class Task(NamedTuple):
 TASKS: dict[str, Task] = {
     "testbed": Task(testbed.load, testbed.check),
     "math": Task(math.load, math.check),
+    "code": Task(code.load, code.check),
     "python": Task(python.load, python.check),
 }
 
