@@ -73,7 +73,7 @@ def test_process_rewards_and_prm_loss():
     q = (0.05 * ((prm.detach() - ref) * mask).sum(1)).tolist()
     want = -sum(lab * math.log(1 / (1 + math.exp(-x))) + (1 - lab) * math.log(
         1 - 1 / (1 + math.exp(-x))) for lab, x in zip(labels.tolist(), q, strict=True)) / 4
-    assert float(loss) == pytest.approx(want, rel=1e-6)
+    assert loss.item() == pytest.approx(want, rel=1e-6)
     loss.backward()
     # The gradient pushes a correct response's log-probs up and a wrong one's down.
     assert (prm.grad[0][mask[0]] < 0).all() and (prm.grad[1][mask[1]] > 0).all()
