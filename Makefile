@@ -9,7 +9,7 @@ TORCH       ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP       := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench bench-seeds bench-plateau gpu-check clean
+.PHONY: demo test test-slow lint bench bench-seeds bench-control bench-plateau gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +31,15 @@ test: lint
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow $(ARGS)
 
-# The quick benches (minutes); the demo's seed study trains 12 runs (~12 min): bench-seeds.
+# The quick benches (minutes); the demo's seed study trains 12 runs (~12 min): bench-seeds;
+# the entropy controllers' grid trains 78 runs (~70 min on 2 cores): bench-control.
 bench: $(STAMP)
 	for f in bench/bench_*.py; do \
-	  [ $$f = bench/bench_demo_seeds.py ] || $(BIN)/python $$f || exit 1; done
+	  case $$f in bench/bench_demo_seeds.py|bench/bench_control.py) continue;; esac; \
+	  $(BIN)/python $$f || exit 1; done
+
+bench-control: $(STAMP)
+	$(BIN)/python bench/bench_control.py $(ARGS)
 
 bench-seeds: $(STAMP)
 	$(BIN)/python bench/bench_demo_seeds.py $(ARGS)
