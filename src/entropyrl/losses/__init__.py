@@ -152,6 +152,7 @@ def compute_objective(
     entropy: torch.Tensor | None = None,
     ref_logprobs: torch.Tensor | None = None,
     denominators: Denominators | None = None,
+    norm_constant: float | None = None,
 ) -> Objective:
     """Total loss of one (micro-)batch: policy loss + optional entropy bonus + reference KL.
 
@@ -166,6 +167,8 @@ def compute_objective(
         ref_logprobs: reference-policy log-probs ``[B, T]``, required when ``ref_kl_coef > 0``.
         denominators: mini-batch counts when this is one micro-batch of several, so that the
             accumulated gradient equals the whole mini-batch's (see :func:`aggregate`).
+        norm_constant: ``C`` of ``seq-mean-token-sum-norm`` (default: the padded length ``T``;
+            Dr. GRPO uses the generation budget).
     """
     if config.selection is not None and selected is None:
         raise ValueError(
@@ -180,7 +183,8 @@ def compute_objective(
     metrics = {k: v.detach() for k, v in policy.metrics.items()}
 
     def reduce(values: torch.Tensor) -> torch.Tensor:
-        return aggregate(values, m, config.aggregation, denominators=denominators)
+        return aggregate(values, m, config.aggregation, denominators=denominators,
+                         norm_constant=norm_constant)
 
     metrics["policy_loss"] = reduce(per_token).detach()
     if config.entropy_coef > 0:
