@@ -219,3 +219,19 @@ def test_controller_moves_the_clip_cov_ratio(tmp_path):
     # Entropy far below the target: the ratio must rise, and with it the detached count.
     assert values[0] == pytest.approx(5e-3) and values[1] > values[0] and values[2] > values[1]
     assert logs[2]["dyn/n_selected"] > logs[0]["dyn/n_selected"]
+
+
+def test_the_docs_example_runs_as_written(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "trl.md").read_text()
+    example = doc.split("## Example", 1)[1]
+    code = re.search(r"```python\n(.*?)```", example, re.S).group(1)
+    monkeypatch.chdir(tmp_path)  # the example writes its output_dir here
+    scope: dict = {"__name__": "docs_example"}
+    exec(compile(code, "docs/trl.md", "exec"), scope)
+    trainer, law = scope["trainer"], scope["law"]
+    assert trainer.state.global_step == 5
+    assert any("dyn/n_selected" in h for h in trainer.state.log_history)
+    assert law.forecasts and "ceiling" in law.forecasts[-1]
