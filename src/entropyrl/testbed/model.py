@@ -27,6 +27,16 @@ def micro_config(vocab_size: int) -> Qwen2Config:
     return _qwen2(vocab_size, hidden=32, layers=2, heads=4, kv_heads=2, intermediate=64)
 
 
+def vllm_micro_config(vocab_size: int) -> Qwen2Config:
+    """A micro Qwen2 that vLLM's CPU attention runs (about 0.3 M parameters).
+
+    vLLM's CPU attention supports only some head sizes: 32 works, the base model's 24 and the
+    micro model's 8 do not ("Unsupported CPU attention configuration"). Hidden 128 over 4
+    heads gives 32.
+    """
+    return _qwen2(vocab_size, hidden=128, layers=2, heads=4, kv_heads=2, intermediate=256)
+
+
 def _qwen2(
     vocab_size: int, *, hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int
 ) -> Qwen2Config:
