@@ -103,7 +103,8 @@ class RolloutConfig:
     gpu_memory_utilization: float = _f(
         0.3,
         "vllm: share of the device's memory the engine reserves for weights and KV cache (on "
-        "vLLM's CPU backend: of host memory; 0.05-0.1 is enough for the testbed)",
+        "vLLM's CPU backend: of host memory, counting the whole training process; 0.1 is "
+        "enough for the testbed)",
     )
     max_model_len: int = _f(
         0, "vllm: longest prompt + response the engine serves (0 = the model's own limit)"
