@@ -197,3 +197,14 @@ def test_a_skipped_sync_shows_in_the_gap_metric(vllm_model_dir, tmp_path, varied
     assert rows[0]["rollout/tis_weight_mean"] == pytest.approx(1.0, abs=1e-3)
     assert rows[0]["rollout/tis_capped_frac"] == 0.0
     assert rows[2]["rollout/tis_weight_mean"] != pytest.approx(1.0, abs=1e-3)
+
+
+def test_resume_with_the_vllm_engine_reproduces_the_uninterrupted_run(vllm_model_dir, tmp_path,
+                                                                      varied_reward):
+    """The engine restarts from the checkpoint and its seeds come from the restored torch RNG."""
+    cfg = tiny(vllm_model_dir, "steps=3", "eval.every=0", "checkpoint_every=1")
+    full = read_metrics(train(cfg, tmp_path / "full") / "metrics.jsonl")
+    train(cfg, tmp_path / "part", stop_after=2)
+    part = read_metrics(train(cfg, tmp_path / "part") / "metrics.jsonl")
+    keys = ("train/entropy", "loss/total", "train/reward_mean", "rollout/logprob_gap_max")
+    assert [[r[k] for k in keys] for r in part] == [[r[k] for k in keys] for r in full]
