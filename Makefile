@@ -49,7 +49,7 @@ $(VLLM_STAMP): pyproject.toml
 	  "$(TORCH)" "$(VLLM)"
 	$(VLLM_BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	$(VLLM_BIN)/pip freeze | grep -iE '^(torch|transformers)==' > $(VLLM_VENV)/constraints.txt
-	$(VLLM_BIN)/pip install --quiet -c $(VLLM_VENV)/constraints.txt -e . "pytest>=8"
+	$(VLLM_BIN)/pip install --quiet -c $(VLLM_VENV)/constraints.txt -e ".[math]" "pytest>=8"
 	touch $(VLLM_STAMP)
 
 # The tests of the vLLM engine (marked `vllm`), in the vLLM environment (~1 min after install).
