@@ -17,9 +17,14 @@ from transformers import Qwen2Config
 BASE_DIR = Path(__file__).resolve().parent / "base"
 
 
-def base_config(vocab_size: int) -> Qwen2Config:
-    """The shipped base model's architecture (about 0.34 M parameters, tied embeddings)."""
-    return _qwen2(vocab_size, hidden=96, layers=3, heads=4, kv_heads=2, intermediate=288)
+def base_config(vocab_size: int, hidden: int = 96) -> Qwen2Config:
+    """The shipped base model's architecture (about 0.34 M parameters, tied embeddings).
+
+    ``hidden`` over 4 heads sets the head size: the shipped 96 gives 24; 128 gives 32, which
+    vLLM's CPU attention runs (about 0.6 M parameters).
+    """
+    return _qwen2(vocab_size, hidden=hidden, layers=3, heads=4, kv_heads=2,
+                  intermediate=3 * hidden)
 
 
 def micro_config(vocab_size: int) -> Qwen2Config:
