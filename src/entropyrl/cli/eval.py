@@ -44,6 +44,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows")
     p.add_argument("--limit", type=int, default=0, help="at most this many rows per dataset")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "auto"), default="auto")
+    p.add_argument("--engine", choices=("hf", "vllm"), default="hf",
+                   help="sampling engine: hf (Hugging Face generate) or vllm (needs vLLM)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.3,
+                   help="vllm: share of the device's memory the engine reserves (on vLLM's "
+                        "CPU backend: of host memory, counting this whole process)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     p.add_argument("--workers", type=int, default=2, help="reward worker processes")
     p.add_argument("--timeout", type=float, default=5.0,
@@ -88,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         ModelConfig(path=args.model, dtype=args.dtype, device=args.device)
     )
     model.eval()
-    engine = HFEngine(model, tokenizer)
+    engine = HFEngine(model, tokenizer) if args.engine == "hf" else vllm_engine(args, model,
+                                                                               tokenizer)
     load_task = _code_task if args.task == "code" else _math_task
     by_source, skipped, score, close = load_task(args, tokenizer)
     console = Console(stderr=True)
@@ -149,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"wrote {args.json}")
     if args.samples is not None:
         console.print(f"wrote every response to {args.samples}")
+    engine.close()
     return 0
 
 
@@ -197,3 +204,25 @@ def _code_task(args: argparse.Namespace, tokenizer: Any) -> tuple[
         return score_code(texts, rows, section, args.workers)
 
     return by_source, 0, score, lambda: None
+
+
+def vllm_engine(args: argparse.Namespace, model: Any, tokenizer: Any) -> Any:
+    """A vLLM engine that loads ``--model`` and samples like the HF engine (docs/vllm.md)."""
+    import torch
+
+    from entropyrl.config import ModelConfig
+    from entropyrl.errors import UserError
+    from entropyrl.models import resolve_dtype, resolve_model_path
+    from entropyrl.rollout.vllm import VLLMEngine, vllm_available
+
+    if not vllm_available():
+        raise UserError("--engine vllm: vLLM is not installed in this environment. Install "
+                        "it (pip install vllm) or use --engine hf.")
+    if not 0 < args.gpu_memory_utilization <= 1:
+        raise UserError("--gpu-memory-utilization: expected a value in (0, 1].")
+    dtype = resolve_dtype(ModelConfig(path=args.model, dtype=args.dtype))
+    device = next(model.parameters()).device
+    return VLLMEngine(model, tokenizer, source=resolve_model_path(args.model),
+                      gpu_memory_utilization=args.gpu_memory_utilization,
+                      dtype="bfloat16" if dtype == torch.bfloat16 else "float32",
+                      device=device, enforce_eager=device.type == "cpu")

@@ -27,6 +27,9 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--seed", type=int, default=0, help="build seed (0 = the shipped model)")
     b.add_argument("--steps", type=int, help="override the number of training steps")
     b.add_argument("--no-eval", action="store_true", help="skip the validation figures")
+    b.add_argument("--hidden", type=int,
+                   help="hidden size over 4 heads (default 96, the shipped model, head size "
+                        "24; 128 gives head size 32, which vLLM's CPU build runs)")
     b.add_argument("--p-borrow", type=float, metavar="P",
                    help="probability of a forgotten borrow in subtraction solutions (default "
                         "0.7, the shipped model; 0.25, the carry rate, with --p-comma 0 gives "
@@ -53,9 +56,9 @@ def run(args: argparse.Namespace) -> int:
 
     noise = {k: getattr(args, k) for k in _NOISE_OPTIONS if getattr(args, k) is not None}
     try:
-        cfg = config_for(args.seed, steps=args.steps, noise=noise)
+        cfg = config_for(args.seed, steps=args.steps, noise=noise, hidden=args.hidden)
     except ValueError as err:
-        raise UserError(f"{err}. Check --steps and the --p-* options.") from None
+        raise UserError(f"{err}. Check --steps, --hidden and the --p-* options.") from None
     info = build(args.out, cfg, evaluate_model=not args.no_eval, log_every=100)
     print(json.dumps({k: v for k, v in info.items() if k != "recipe"}, indent=2))
     return 0

@@ -27,7 +27,13 @@ from entropyrl.losses.base import PolicyLoss
 from entropyrl.losses.clip_cov import ClipCovConfig, clip_cov_loss
 from entropyrl.losses.kl_cov import KLCovConfig, kl_cov_loss
 from entropyrl.losses.ppo import PPOClip, pg_loss, ppo_loss
-from entropyrl.losses.terms import KL_ESTIMATORS, KLEstimator, entropy_bonus, reference_kl
+from entropyrl.losses.terms import (
+    KL_ESTIMATORS,
+    KLEstimator,
+    entropy_bonus,
+    reference_kl,
+    truncated_is_weights,
+)
 
 LossName = Literal["ppo", "pg", "clip_cov", "kl_cov"]
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)
@@ -53,6 +59,7 @@ __all__ = [
     "pg_loss",
     "ppo_loss",
     "reference_kl",
+    "truncated_is_weights",
 ]
 
 
@@ -70,6 +77,9 @@ class LossConfig:
         entropy_coef: α of the entropy bonus ``−α·H`` (0 disables; needs per-token entropy).
         ref_kl_coef: β of the reference-policy KL (0 disables; needs reference log-probs).
         ref_kl_estimator: ``k1``, ``k2`` or ``k3``.
+        tis_cap: truncation ``C`` of the truncated importance-sampling weight
+            ``min(π_old/π_sampler, C)`` on each token's policy loss (0 disables; needs an engine
+            that reports its sampling log-probs).
     """
 
     name: LossName = field(default="ppo", metadata={"help": f"policy loss: {list(LOSS_NAMES)}"})
@@ -84,6 +94,12 @@ class LossConfig:
     ref_kl_estimator: KLEstimator = field(
         default="k3", metadata={"help": "reference KL estimator: k1, k2 or k3"}
     )
+    tis_cap: float = field(
+        default=0.0,
+        metadata={"help": "truncated importance sampling: weight each token's policy loss by "
+                          "min(pi_trainer/pi_sampler, tis_cap) (0 = off; Yao et al. 2025 use 2; "
+                          "needs rollout.engine=vllm)"},
+    )
 
     def __post_init__(self) -> None:
         check_choice("loss.name", self.name, LOSS_NAMES)
@@ -91,6 +107,7 @@ class LossConfig:
         check_choice("loss.ref_kl_estimator", self.ref_kl_estimator, KL_ESTIMATORS)
         check_positive("loss.entropy_coef", self.entropy_coef, allow_zero=True)
         check_positive("loss.ref_kl_coef", self.ref_kl_coef, allow_zero=True)
+        check_positive("loss.tis_cap", self.tis_cap, allow_zero=True)
 
     @property
     def selection(self) -> Literal["clip_cov", "kl_cov"] | None:
@@ -153,6 +170,7 @@ def compute_objective(
     ref_logprobs: torch.Tensor | None = None,
     denominators: Denominators | None = None,
     norm_constant: float | None = None,
+    is_weights: torch.Tensor | None = None,
 ) -> Objective:
     """Total loss of one (micro-)batch: policy loss + optional entropy bonus + reference KL.
 
@@ -169,6 +187,11 @@ def compute_objective(
             accumulated gradient equals the whole mini-batch's (see :func:`aggregate`).
         norm_constant: ``C`` of ``seq-mean-token-sum-norm`` (default: the padded length ``T``;
             Dr. GRPO uses the generation budget).
+        is_weights: detached non-negative per-token weights ``[B, T]`` of the policy loss
+            (truncated importance sampling, :func:`truncated_is_weights`); the entropy bonus
+            and reference KL are not weighted. For PPO-clip this equals scaling each token's
+            advantage by its weight, since ``max(−wA·r, −wA·clip(r)) = w·max(−A·r, −A·clip(r))``
+            for ``w ≥ 0``.
     """
     if config.selection is not None and selected is None:
         raise ValueError(
@@ -180,6 +203,11 @@ def compute_objective(
     )
     m = mask.bool()
     per_token = policy.per_token
+    if is_weights is not None:
+        if is_weights.shape != per_token.shape:
+            raise ValueError(f"is_weights: expected shape {list(per_token.shape)}, got "
+                             f"{list(is_weights.shape)}")
+        per_token = per_token * is_weights.detach()
     metrics = {k: v.detach() for k, v in policy.metrics.items()}
 
     def reduce(values: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Optional per-token terms added to the policy loss: entropy bonus and reference KL.
+"""Optional per-token terms of the objective: entropy bonus, reference KL, truncated IS weights.
 
 - Entropy bonus: ``−α·H_t`` (maximising entropy). The paper finds it very sensitive: α = 0.01
   makes entropy explode, 0.005 is stable but no better than none.
@@ -8,6 +8,11 @@
       k1 = −x                  (unbiased, can be negative)
       k2 = x² / 2              (biased, low variance)
       k3 = exp(x) − x − 1      (unbiased, non-negative)
+
+- Truncated importance sampling (Yao et al. 2025, "Your Efficient RL Framework Secretly Brings
+  You Off-Policy RL Training"): the rollout engine samples from π_sampler, which differs from
+  the trainer's π_old of the same weights (other kernels, precision, stale weights). Each
+  token's policy-gradient term is weighted by ``w = min(π_old / π_sampler, C)``, detached.
 """
 
 from __future__ import annotations
@@ -48,3 +53,22 @@ def reference_kl(
     if estimator == "k2":
         return 0.5 * x.square()
     return torch.expm1(x) - x
+
+
+def truncated_is_weights(
+    logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, cap: float
+) -> torch.Tensor:
+    """Per-token weights ``min(exp(log π_old − log π_sampler), cap)`` ``[B, T]``, detached.
+
+    Args:
+        logprobs: log π_old of the sampled tokens under the trainer ``[B, T]``.
+        sampler_logprobs: log π_sampler of the same tokens, as the engine reported them
+            ``[B, T]``.
+        cap: the truncation ``C > 0``; weights never exceed it.
+    """
+    check_same_shape("logprobs", logprobs, sampler_logprobs=sampler_logprobs)
+    if not cap > 0:
+        raise ValueError(f"cap: expected a truncation C > 0, got {cap}")
+    with torch.no_grad():
+        x = (logprobs - sampler_logprobs).clamp(max=_MAX_LOG_RATIO)
+        return torch.exp(x).clamp(max=cap)

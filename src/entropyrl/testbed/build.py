@@ -65,12 +65,18 @@ class BuildConfig:
     eval_seed: int = 0
     eval_data_seed: int = 0
     max_new_tokens: int = 40
+    # Hidden size over 4 heads: 96 (head size 24) is the shipped model; 128 (head size 32) is a
+    # base that vLLM's CPU attention runs.
+    hidden: int = 96
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "threads", "pool_size", "eval_prompts",
                      "report_prompts", "eval_samples", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)}")
+        if self.hidden < 8 or self.hidden % 8:
+            raise ValueError(f"hidden: expected a multiple of 8 (4 heads of even size), got "
+                             f"{self.hidden}")
         check_positive("lr", self.lr)
         check_fraction("min_lr_ratio", self.min_lr_ratio, allow_zero=True)
 
@@ -148,7 +154,7 @@ def train(cfg: BuildConfig, log_every: int = 0) -> tuple[Any, Any, float]:
     Call inside :func:`deterministic_cpu` for a bit-reproducible result.
     """
     tokenizer = build_tokenizer()
-    model = Qwen2ForCausalLM(base_config(len(tokenizer)))
+    model = Qwen2ForCausalLM(base_config(len(tokenizer), cfg.hidden))
     model.train()
     pool = make_tasks("train", cfg.pool_size, 10_000 + cfg.seed, difficulty=cfg.difficulty)
     rng = random.Random(f"entropyrl.testbed.build/{cfg.seed}")
@@ -237,19 +243,22 @@ def build(out: str | Path, cfg: BuildConfig, *, evaluate_model: bool = True,
 
 
 def config_for(seed: int = 0, *, steps: int | None = None,
-               noise: dict[str, float] | None = None) -> BuildConfig:
+               noise: dict[str, float] | None = None, hidden: int | None = None) -> BuildConfig:
     """The shipped recipe with the command line's changes (``ValueError`` on a bad value).
 
     Args:
         seed: build seed.
         steps: training steps, if not the recipe's.
         noise: :class:`NoiseRecipe` fields to change, e.g. ``{"p_borrow": 0.25}``.
+        hidden: hidden size, if not the shipped 96 (128: head size 32, for vLLM's CPU build).
     """
     cfg = BuildConfig(seed=seed)
     if noise:
         cfg = dataclasses.replace(cfg, noise=dataclasses.replace(cfg.noise, **noise))
     if steps is not None:
         cfg = dataclasses.replace(cfg, steps=steps)
+    if hidden is not None:
+        cfg = dataclasses.replace(cfg, hidden=hidden)
     return cfg
 
 

@@ -17,14 +17,29 @@ from transformers import Qwen2Config
 BASE_DIR = Path(__file__).resolve().parent / "base"
 
 
-def base_config(vocab_size: int) -> Qwen2Config:
-    """The shipped base model's architecture (about 0.34 M parameters, tied embeddings)."""
-    return _qwen2(vocab_size, hidden=96, layers=3, heads=4, kv_heads=2, intermediate=288)
+def base_config(vocab_size: int, hidden: int = 96) -> Qwen2Config:
+    """The shipped base model's architecture (about 0.34 M parameters, tied embeddings).
+
+    ``hidden`` over 4 heads sets the head size: the shipped 96 gives 24; 128 gives 32, which
+    vLLM's CPU attention runs (about 0.6 M parameters).
+    """
+    return _qwen2(vocab_size, hidden=hidden, layers=3, heads=4, kv_heads=2,
+                  intermediate=3 * hidden)
 
 
 def micro_config(vocab_size: int) -> Qwen2Config:
     """A very small Qwen2 (about 20 k parameters) for fast tests that build a fresh model."""
     return _qwen2(vocab_size, hidden=32, layers=2, heads=4, kv_heads=2, intermediate=64)
+
+
+def vllm_micro_config(vocab_size: int) -> Qwen2Config:
+    """A micro Qwen2 that vLLM's CPU attention runs (about 0.3 M parameters).
+
+    vLLM's CPU attention supports only some head sizes: 32 works, the base model's 24 and the
+    micro model's 8 do not ("Unsupported CPU attention configuration"). Hidden 128 over 4
+    heads gives 32.
+    """
+    return _qwen2(vocab_size, hidden=128, layers=2, heads=4, kv_heads=2, intermediate=256)
 
 
 def _qwen2(

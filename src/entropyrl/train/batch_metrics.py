@@ -11,6 +11,7 @@ Formulas: docs/metrics.md.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -104,3 +105,27 @@ def step_metrics(local: StepBatch, dist: Dist) -> dict[str, float]:
                                             form=form)  # type: ignore[arg-type]
         m[key] = float(resp.mean)
     return m
+
+
+def logprob_gap_metrics(logprobs: torch.Tensor, sampler_logprobs: torch.Tensor,
+                        mask: torch.Tensor, dist: Dist) -> dict[str, float]:
+    """``rollout/logprob_gap_*``: ``|log π_sampler − log π_old|`` over all ranks' response tokens.
+
+    ``logprobs`` ``[B, R]`` are the trainer's log-probs of the sampled tokens, ``sampler_logprobs``
+    ``[B, R]`` the engine's. Both describe the same weights, so the gap measures what the engines
+    do differently (kernels, precision) — and grows sharply when the engine's weights are stale.
+    """
+    gap = (sampler_logprobs - logprobs).abs()
+    total, count = dist.sum([float(gap[mask].sum()), float(mask.sum())])
+    largest = dist.max([float(gap[mask].max()) if bool(mask.any()) else 0.0])[0]
+    return {"rollout/logprob_gap_mean": total / max(count, 1.0),
+            "rollout/logprob_gap_max": largest}
+
+
+def tis_metrics(logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, weights: torch.Tensor,
+                cap: float, mask: torch.Tensor, dist: Dist) -> dict[str, float]:
+    """``rollout/tis_*``: the truncated importance weights' mean and how often the cap bit."""
+    capped = (logprobs - sampler_logprobs) > math.log(cap)
+    t = dist.sum([float(weights[mask].sum()), float(capped[mask].sum()), float(mask.sum())])
+    return {"rollout/tis_weight_mean": t[0] / max(t[2], 1.0),
+            "rollout/tis_capped_frac": t[1] / max(t[2], 1.0)}

