@@ -68,7 +68,7 @@ def target_overrides(target: str) -> list[str]:
     if target == ANNEAL:
         return ["control.target_entropy=0.2", "control.schedule=cosine",
                 "control.schedule_end=0.05"]
-    return [f"control.target_entropy={float(target)}"]
+    return [f"control.target_entropy={float(target)}", "control.schedule=constant"]
 
 
 def run_one(job: tuple[str, list[str], Path, int]) -> Path:
