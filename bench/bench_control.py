@@ -162,7 +162,7 @@ def summary(values: Sequence[float], fmt: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=100, help="steps per run")
+    parser.add_argument("--steps", type=int, default=60, help="steps per run")
     parser.add_argument("--targets", nargs="+", default=list(TARGETS),
                         help=f"constant targets in nats and/or {ANNEAL!r}")
     parser.add_argument("--controllers", nargs="+", default=list(MAIN),
