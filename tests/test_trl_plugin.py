@@ -235,3 +235,52 @@ def test_the_docs_example_runs_as_written(tmp_path, monkeypatch):
     assert trainer.state.global_step == 5
     assert any("dyn/n_selected" in h for h in trainer.state.log_history)
     assert law.forecasts and "ceiling" in law.forecasts[-1]
+
+
+def _two_rank_worker(rank, world, port, out_dir, result_dir):
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    model, tok = testbed.load_base()
+    args = _args(out_dir, max_steps=2, gradient_accumulation_steps=2, temperature=1.0,
+                 entropy_loss="clip_cov", clip_cov_ratio=0.01, clip_cov_low=0.0,
+                 clip_cov_high=100.0)
+    trainer = EntropyGRPOTrainer(model=model, processing_class=tok, reward_funcs=_reward,
+                                 args=args, train_dataset=_dataset(64))
+    seen = []
+    real = trainer._prepare_generation_batch
+
+    def spy(batch):
+        real(batch)
+        seen.append((int(batch["entropyrl_selected"].sum()), int(_valid_tokens(batch))))
+
+    trainer._prepare_generation_batch = spy
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "dyn/n_selected" in h]
+    torch.save({"seen": seen, "world": trainer.accelerator.num_processes, "logs": logs},
+               result_dir / f"rank{rank}.pt")
+    os._exit(0)
+
+
+def _valid_tokens(batch):
+    from entropyrl.integrations.trl.trainer import _valid
+
+    return _valid(batch).sum()
+
+
+@pytest.mark.distributed
+def test_two_ranks_select_over_the_global_generation_batch(tmp_path):
+    import torch.multiprocessing as mp
+    from spawn_helpers import free_port
+
+    mp.spawn(_two_rank_worker, args=(2, free_port(), tmp_path, tmp_path), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2
+    assert len(r0["seen"]) == len(r1["seen"]) == len(r0["logs"]) == 2  # a batch per step
+    for (sel0, tok0), (sel1, tok1), log in zip(r0["seen"], r1["seen"], r0["logs"], strict=True):
+        # One selection over both ranks' tokens: r·N of the global count, split by rank.
+        assert sel0 + sel1 == max(1, math.floor(0.01 * (tok0 + tok1)))
+        assert log["dyn/n_tokens"] == tok0 + tok1
+        assert log["dyn/n_selected"] == sel0 + sel1
