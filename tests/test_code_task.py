@@ -153,3 +153,15 @@ def test_eval_reports_code_pass_at_k_per_source(tmp_path, micro_model_dir):
         assert v["pass_at_k"] == 0.0 and v["greedy_acc"] == 0.0 and v["k"] == 2
     lines = [json.loads(x) for x in samples.read_text().splitlines()]
     assert len(lines) == 3 * (1 + 2) and not any(x["solved"] for x in lines)
+
+
+def test_the_train_flag_turns_on_the_unsafe_mode(tmp_path, monkeypatch):
+    import entropyrl.train
+    from entropyrl.cli.main import main
+
+    seen = []
+    monkeypatch.setattr(entropyrl.train, "train", lambda cfg, out, **kw: seen.append(cfg))
+    assert main(["train", "-c", "testbed/grpo", "--out", str(tmp_path / "o")]) == 0
+    assert main(["train", "-c", "testbed/grpo", "--out", str(tmp_path / "o"),
+                 "--unsafe-rlimits-only"]) == 0
+    assert [c.data.code.unsafe_rlimits_only for c in seen] == [False, True]
