@@ -108,13 +108,13 @@ def _train_worker(rank, world, port, out_dir, result_dir):
         "control.min_value=1e-4", "control.max_value=1e-2",
     ])
     run = setup(cfg, out_dir, Accelerator(cpu=True))
-    controller = EntropyControl(cfg, run.extra_state)
+    controller = EntropyControl.of_run(cfg, run.extra_state)
     # A predictive controller reading the same steps (its value is not applied): it fits its
     # plant from the global batch's covariances.
     shadow_cfg = load_config("testbed/kl_cov", ["control.kind=predictive",
                                                 "control.actuator=kl_cov_ratio",
                                                 "control.target_entropy=0.2"])
-    shadow = EntropyControl(shadow_cfg, {})
+    shadow = EntropyControl.of_run(shadow_cfg, {})
     metrics, shadow_metrics, batches = [], [], []
     for step in range(1, 6):
         run.loss = controller.loss_for_step()
@@ -152,7 +152,7 @@ def test_two_process_steps_share_data_position_and_metrics(tmp_path):
     shadow_cfg = load_config("testbed/kl_cov", ["control.kind=predictive",
                                                 "control.actuator=kl_cov_ratio",
                                                 "control.target_entropy=0.2"])
-    single = EntropyControl(shadow_cfg, {})
+    single = EntropyControl.of_run(shadow_cfg, {})
     for step, (b0, b1) in enumerate(zip(r0["batches"], r1["batches"], strict=True), start=1):
         assert b0.mask.shape[0] == 16  # 4 prompts x 4 samples: 8 rows from each rank
         assert torch.equal(b0.mask, b1.mask) and torch.equal(b0.logprobs, b1.logprobs)

@@ -8,6 +8,7 @@ one too, qualified with the section's prefix. Supported field types: nested data
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -17,6 +18,14 @@ from typing import Any, Literal, TypeVar, Union
 from entropyrl.errors import UserError
 
 T = TypeVar("T")
+
+
+def field_with_help(default: Any, help: str) -> Any:
+    """A dataclass field with a default and its help text (``metadata["help"]``)."""
+    if isinstance(default, list | dict) or dataclasses.is_dataclass(default):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default),
+                                 metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:

@@ -186,7 +186,7 @@ def _math_task(args: argparse.Namespace, tokenizer: Any) -> tuple[
 def _code_task(args: argparse.Namespace, tokenizer: Any) -> tuple[
         dict[str, list[dict[str, Any]]], int, Any, Any]:
     """Rows by source (``data_source`` of the rows, else the file) and the sandbox scorer."""
-    from entropyrl.config import CodeData
+    from entropyrl.data_config import CodeData
     from entropyrl.rewards.result import RewardResult
     from entropyrl.tasks.code import check, read_rows, score_code
 

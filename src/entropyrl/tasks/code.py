@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from entropyrl.config import CodeData, RewardConfig
+from entropyrl.config import RewardConfig
 from entropyrl.data.code import CODE_SCHEMAS, detect_code_schema, extract_code
 from entropyrl.data.load import distinct_source_names, read_records
 from entropyrl.data.prompts import render_prompt
 from entropyrl.data.schemas import BadRow
+from entropyrl.data_config import CodeData
 from entropyrl.errors import UserError
 from entropyrl.rewards.result import RewardResult
 from entropyrl.tasks.base import Row, TaskSet

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from entropyrl.config import MathData, RewardConfig
-from entropyrl.rewards.result import RewardResult
+from entropyrl.config import RewardConfig
+from entropyrl.data_config import MathData
+from entropyrl.rewards.result import RewardResult, full_credit
 from entropyrl.tasks.base import Row, TaskSet
 
 
@@ -32,8 +33,7 @@ def load(section: MathData, reward: RewardConfig, tokenizer: Any = None) -> Task
     scorer = MathScorer(workers=reward.workers, timeout=reward.timeout_s)
 
     def verify(texts: list[str], rows: list[Row]) -> list[RewardResult]:
-        scores = scorer.score_batch(texts, [str(r["answer"]) for r in rows])
-        return [RewardResult(s, s >= 1.0) for s in scores]
+        return full_credit(scorer.score_batch(texts, [str(r["answer"]) for r in rows]))
 
     skipped = sum(s.skipped for s in (*train_sets, *val_sets))
     return TaskSet([r for s in train_sets for r in s.rows], val, verify, scorer.close, skipped)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from entropyrl.config import PythonData, RewardConfig
+from entropyrl.config import RewardConfig
 from entropyrl.data.load import distinct_source_names, read_records
 from entropyrl.data.prompts import render_prompt
+from entropyrl.data_config import PythonData
 from entropyrl.errors import UserError
 from entropyrl.rewards.user import UserScorer
 from entropyrl.tasks.base import Row, TaskSet

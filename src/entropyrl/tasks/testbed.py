@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from entropyrl.config import RewardConfig, TestbedData
+from entropyrl.config import RewardConfig
+from entropyrl.data_config import TestbedData
 from entropyrl.errors import UserError
-from entropyrl.rewards.result import RewardResult
+from entropyrl.rewards.result import RewardResult, full_credit
 from entropyrl.tasks.base import Row, TaskSet
 
 
@@ -33,7 +34,7 @@ def load(section: TestbedData, reward: RewardConfig, tokenizer: Any = None) -> T
         return testbed.make_tasks(name, n, section.seed, levels, ops)  # type: ignore[arg-type]
 
     def exact(texts: list[str], rows: list[Row]) -> list[RewardResult]:
-        scores = (testbed.score(t, r["answer"]) for t, r in zip(texts, rows, strict=True))
-        return [RewardResult(s, s >= 1.0) for s in scores]
+        return full_credit([testbed.score(t, r["answer"])
+                            for t, r in zip(texts, rows, strict=True)])
 
     return TaskSet(split("train", section.train_size), split("val", section.val_size), exact)

@@ -24,10 +24,21 @@ from entropyrl.train.batch_metrics import StepBatch
 class EntropyControl:
     """The controller of a run, or a pass-through when ``control.kind`` is ``none``."""
 
-    def __init__(self, cfg: TrainConfig, extra_state: dict[str, Any]):
-        self.cfg: ControlConfig = cfg.control
-        self.loss = cfg.loss
-        self.steps = cfg.steps
+    def __init__(self, control_cfg: ControlConfig, loss: LossConfig, steps: int,
+                 extra_state: dict[str, Any]):
+        """A controller with ``control_cfg``'s settings acting on ``loss``.
+
+        Args:
+            control_cfg: the controller's settings.
+            loss: the loss it adjusts (its actuator's start value).
+            steps: the run's length, the default anneal length of a scheduled target (a
+                caller that learns the length later sets ``steps`` before observing).
+            extra_state: the run's checkpointed state; the controller keeps its own under
+                ``"control"`` and resumes from it.
+        """
+        self.cfg = control_cfg
+        self.loss = loss
+        self.steps = steps
         self.extra = extra_state
         self.enabled = self.cfg.kind != "none"
         if not self.enabled:
@@ -39,7 +50,12 @@ class EntropyControl:
         self.grid = control.grid(c.min_value, c.max_value)
         saved = extra_state.get("control")
         self.state = (control.ControllerState.from_dict(saved) if saved is not None else
-                      control.start(control.actuator_value(cfg.loss, c.actuator), self.gains))
+                      control.start(control.actuator_value(loss, c.actuator), self.gains))
+
+    @classmethod
+    def of_run(cls, cfg: TrainConfig, extra_state: dict[str, Any]) -> EntropyControl:
+        """The controller of a training run's config."""
+        return cls(cfg.control, cfg.loss, cfg.steps, extra_state)
 
     def target(self, step: int) -> float:
         """``H*`` at ``step``."""

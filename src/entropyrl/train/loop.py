@@ -63,7 +63,7 @@ def train(
 def _train(cfg: TrainConfig, out_dir: Path, accelerator: Any, stop_after: int | None,
            allow_config_change: bool) -> Path:
     run = setup(cfg, out_dir, accelerator, allow_config_change=allow_config_change)
-    controller = EntropyControl(cfg, run.extra_state)
+    controller = EntropyControl.of_run(cfg, run.extra_state)
     try:
         with _stop_signals() as stop, _progress(run) as advance:
             for step in range(run.step + 1, cfg.steps + 1):

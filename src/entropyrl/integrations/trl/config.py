@@ -15,6 +15,7 @@ from trl import GRPOConfig
 
 from entropyrl import control
 from entropyrl._checks import check_choice
+from entropyrl.config import ControlConfig
 from entropyrl.losses import ClipCovConfig, KLCovConfig, LossConfig, PPOClip
 
 ENTROPY_LOSSES = ("none", "clip_cov", "kl_cov")
@@ -129,4 +130,15 @@ def loss_config(args: Any) -> LossConfig:
         entropy_coef=args.entropy_coef,
         ref_kl_coef=args.beta,
         ref_kl_estimator="k3",
+    )
+
+
+def control_config(args: Any) -> ControlConfig:
+    """The ``control_*`` fields of an ``EntropyGRPOConfig`` as entropyrl's control section."""
+    return ControlConfig(
+        kind=args.control_kind, actuator=args.control_actuator,
+        target_entropy=args.control_target_entropy, schedule=args.control_schedule,
+        schedule_end=args.control_schedule_end, schedule_steps=args.control_schedule_steps,
+        kp=args.control_kp, ki=args.control_ki, min_value=args.control_min_value,
+        max_value=args.control_max_value, delta=args.control_delta,
     )

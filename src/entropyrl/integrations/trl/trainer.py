@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from trl import GRPOTrainer
 
-from entropyrl import control, dynamics
+from entropyrl import dynamics
 from entropyrl.covariance import SelectionPart, select_clip_cov, select_kl_cov
 from entropyrl.distributed import Dist
 from entropyrl.integrations.trl.compat import (
@@ -36,8 +36,9 @@ from entropyrl.integrations.trl.compat import (
     incompatibility_message,
     trl_version,
 )
-from entropyrl.integrations.trl.config import EntropyGRPOConfig, loss_config
+from entropyrl.integrations.trl.config import EntropyGRPOConfig, control_config, loss_config
 from entropyrl.losses import Denominators, LossConfig, Objective, compute_objective
+from entropyrl.train.entropy_control import EntropyControl
 from entropyrl.train.update import derive_seed
 
 # The keys logged once per generation batch (docs/trl.md gives each formula).
@@ -84,7 +85,7 @@ class EntropyGRPOTrainer(GRPOTrainer):
         self.generations = 0
         self.last_objective: Objective | None = None
         self.last_selection: torch.Tensor | None = None
-        self.controller = _Controller(self.args, self.base_loss)
+        self.controller = EntropyControl(control_config(self.args), self.base_loss, 1, {})
 
     def _training(self) -> bool:
         """Whether the policy is in training mode (TRL's test for train vs eval batches)."""
@@ -111,7 +112,7 @@ class EntropyGRPOTrainer(GRPOTrainer):
         """Selection, denominators, diagnostics and control for one generation batch."""
         args = self.entropy_args
         self.generations += 1
-        self.active_loss = self.controller.loss_for_next(self.base_loss)
+        self.active_loss = self.controller.loss_for_step()
         mask = _valid(batch)
         adv = _token_advantages(batch["advantages"], mask)
         need_entropy = args.entropy_diagnostics or self.controller.enabled
@@ -151,8 +152,8 @@ class EntropyGRPOTrainer(GRPOTrainer):
         if args.entropy_diagnostics and logps is not None:
             metrics.update(self._diagnostics(logps.float(), adv, mask))
         if self.controller.enabled:
-            metrics.update(self.controller.observe(self.generations, metrics["train/entropy"],
-                                                   self._planned_generations()))
+            self.controller.steps = self._planned_generations()  # known once training starts
+            metrics.update(self.controller.observe(self.generations, metrics))
         for key, value in metrics.items():
             self._metrics["train"][key].append(value)
 
@@ -282,38 +283,3 @@ def _token_advantages(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Ten
         adv = adv[:, None]
     return adv.expand(mask.shape).contiguous()
 
-
-class _Controller:
-    """The entropy controller, stepped once per generation batch (pass-through when off).
-
-    The sensor is the generation batch's token-mean entropy under the policy that sampled it
-    (all ranks); the actuator value it returns is used from the next generation batch on, as
-    in entropyrl's own loop (docs/control.md).
-    """
-
-    def __init__(self, args: EntropyGRPOConfig, loss: LossConfig):
-        self.args = args
-        self.enabled = args.control_kind != "none"
-        self.gains = control.Gains(
-            kind=args.control_kind, direction=control.DIRECTION[args.control_actuator],
-            kp=args.control_kp, ki=args.control_ki, u_min=args.control_min_value,
-            u_max=args.control_max_value, delta=args.control_delta)
-        self.state = control.start(control.actuator_value(loss, args.control_actuator),
-                                   self.gains)
-
-    def loss_for_next(self, loss: LossConfig) -> LossConfig:
-        """The loss the next generation batch trains with."""
-        if not self.enabled:
-            return loss
-        return control.apply(loss, self.args.control_actuator, self.state.value)
-
-    def observe(self, generation: int, entropy: float, planned: int) -> dict[str, float]:
-        """Read ``H`` of generation batch ``generation``; the ``control/*`` metrics."""
-        a = self.args
-        target = control.target_at(a.control_schedule, a.control_target_entropy,
-                                   a.control_schedule_end, generation,
-                                   a.control_schedule_steps or planned)
-        used = self.state.value
-        self.state, _ = control.step(self.state, entropy, target, self.gains)
-        return {"control/target": target, "control/error": self.state.error,
-                "control/actuator_value": used, "control/integral": self.state.integral}
