@@ -32,6 +32,16 @@ from entropyrl.train.update import derive_seed
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """TRL's trainers configure accelerate's per-process state (bf16 by default on the CPU);
+    reset it after each test so later tests' accelerators start from their own settings."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+
+
 def test_trl_internals_the_plugin_relies_on_are_present():
     problems = check_trl()
     assert not problems, incompatibility_message(problems, trl_version())
