@@ -269,11 +269,24 @@ def test_unprivileged_user_mode_via_nobody(needs_sandbox):
                    if os.path.exists(p)), None)
     if setpriv is None or python is None:
         pytest.skip("needs setpriv and a system python3")
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT / "src"),
-           "ENTROPYRL_BWRAP": needs_sandbox.bwrap}
-    r = subprocess.run([setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups",
-                        python, "-c", UNPRIVILEGED_CHECK], capture_output=True, text=True, env=env,
-                       cwd="/", timeout=60)
+    # A copy of the package where nobody can read it: the checkout may sit in a directory
+    # only its owner can enter (a mktemp clone, a home directory).
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="entropyrl-nobody-"))
+    try:
+        shared.chmod(0o755)
+        shutil.copytree(PROJECT / "src" / "entropyrl", shared / "entropyrl",
+                        ignore=shutil.ignore_patterns("__pycache__", "base", "configs"))
+        for path in shared.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(shared),
+               "ENTROPYRL_BWRAP": needs_sandbox.bwrap}
+        r = subprocess.run([setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                            python, "-c", UNPRIVILEGED_CHECK], capture_output=True, text=True,
+                           env=env, cwd="/", timeout=60)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
     if r.returncode != 0 and ("Permission denied" in r.stderr or "No module" in r.stderr):
         pytest.skip(f"nobody cannot run the project here: {r.stderr.strip()[-200:]}")
     assert r.returncode == 0 and "unprivileged ok" in r.stdout, r.stderr[-2000:]
