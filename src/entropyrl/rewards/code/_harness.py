@@ -156,6 +156,26 @@ def _wait(pid, timeout_s):
     return wstatus, time.monotonic() - start
 
 
+def _await_others_gone(limit_s=2.0):
+    """After ``kill(-1)``: wait until the namespace holds only init, our parent and us.
+
+    ``SIGKILL`` lands asynchronously and a killed orphan stays in ``/proc`` until init reaps
+    it, so without this wait the next test could still see the last test's processes.
+    """
+    keep = {1, os.getpid(), os.getppid()}
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            pass
+        left = [n for n in os.listdir("/proc") if n.isdigit() and int(n) not in keep]
+        if not left:
+            return
+        time.sleep(0.002)
+
+
 def _clean_up(pid, kill_all):
     """Kill what a test left running, then reap the test child."""
     try:
@@ -169,6 +189,8 @@ def _clean_up(pid, kill_all):
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
+    if kill_all:
+        _await_others_gone()
 
 
 def _read(path, limit):
@@ -208,6 +230,8 @@ def _run_one(i, code, test, spec):
                 os.killpg(pid, signal.SIGKILL)
         except OSError:
             pass
+        if spec["kill_all"]:
+            _await_others_gone()
         exit_code = os.waitstatus_to_exitcode(wstatus)
         sig = -exit_code if exit_code < 0 else None
         exit_code = None if exit_code < 0 else exit_code
