@@ -106,8 +106,25 @@ class RolloutConfig:
 class AlgorithmConfig:
     """Advantage estimation."""
 
-    advantage: AdvantageName = _f("grpo", f"advantage estimator: one of {list(ADVANTAGE_NAMES)}")
-    gamma: float = _f(1.0, "discount of REINFORCE++ returns")
+    advantage: Literal[AdvantageName, "prime"] = _f(
+        "grpo",
+        f"advantage estimator: one of {list(ADVANTAGE_NAMES)}, or 'prime' (implicit process "
+        "rewards of a trained PRM plus outcome rewards, leave-one-out baselines; see prime.*)",
+    )
+    gamma: float = _f(1.0, "discount of REINFORCE++ and PRIME returns")
+
+
+@dataclass
+class PrimeConfig:
+    """PRIME's implicit process reward model (used when ``algorithm.advantage = prime``)."""
+
+    beta: float = _f(0.05, "scale β of the implicit reward β·log(π_prm/π_ref)")
+    lr: float = _f(1e-6, "learning rate of the PRM (AdamW, betas and eps of optim.*)")
+    update: Literal["before", "after", "none"] = _f(
+        "before",
+        "when the PRM learns from a step's outcome labels: 'before' its rewards are computed "
+        "(PRIME's default), 'after', or 'none' (a frozen PRM)",
+    )
 
 
 @dataclass
@@ -193,6 +210,7 @@ class TrainConfig:
     optim: OptimConfig = _f(OptimConfig(), "optimizer")
     eval: EvalConfig = _f(EvalConfig(), "validation")
     control: ControlConfig = _f(ControlConfig(), "closed-loop entropy control")
+    prime: PrimeConfig = _f(PrimeConfig(), "PRIME's implicit process reward model")
     checkpoint_every: int = _f(0, "save a checkpoint every this many steps (0 = only at the end)")
     keep_checkpoints: int = _f(2, "checkpoints kept on disk (older ones are deleted)")
     sinks: list[str] = _f([], "extra metric sinks: tensorboard, wandb, mlflow")
@@ -258,6 +276,9 @@ def _validate(cfg: TrainConfig) -> None:
                          "rollout.engine=vllm or loss.tis_cap=0")
     if not 0 < cfg.rollout.top_p <= 1:
         raise ValueError(f"rollout.top_p: expected a value in (0, 1], got {cfg.rollout.top_p}")
+    if not (cfg.prime.beta > 0 and 0 < cfg.prime.lr <= 1):
+        raise ValueError(f"prime.beta: expected beta > 0 and 0 < lr <= 1, got beta "
+                         f"{cfg.prime.beta} and lr {cfg.prime.lr}")
     if not 0 <= cfg.algorithm.gamma <= 1:
         raise ValueError(f"algorithm.gamma: expected a value in [0, 1], got {cfg.algorithm.gamma}")
     batch = cfg.rollout.n_prompts * cfg.rollout.group_size

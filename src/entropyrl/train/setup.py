@@ -38,6 +38,7 @@ from entropyrl.rollout import HFEngine, RolloutEngine
 from entropyrl.tasks import PromptSampler, TaskSet, check_data, load_tasks
 from entropyrl.train.batch_metrics import StepBatch
 from entropyrl.train.metrics import MetricsSink, truncate_metrics
+from entropyrl.train.prime import make_prm, uses_prime
 from entropyrl.train.state import (
     RunLock,
     checkpoint_config,
@@ -67,6 +68,7 @@ class Run:
     lock: RunLock | None = None  # held by the main process while the run trains
     loss: LossConfig | None = None  # the objective of the step in progress (entropy control)
     last_batch: StepBatch | None = None  # the last step's global batch (entropy control)
+    prm: Learner | None = None  # PRIME's implicit process reward model (train/prime.py)
 
     def release(self) -> None:
         """Release the run directory's lock."""
@@ -173,7 +175,7 @@ def _setup(cfg: TrainConfig, out_dir: Path, accelerator: Any, dist: Dist, lock: 
     model, tokenizer = load_model_and_tokenizer(cfg.model, override_path=resume,
                                                 master_weights=master)
     ref_model = None
-    if cfg.loss.ref_kl_coef > 0:
+    if cfg.loss.ref_kl_coef > 0 or uses_prime(cfg):
         ref_model, _ = load_model_and_tokenizer(cfg.model, master_weights=False)
         ref_model.requires_grad_(False).eval()
         # Sharded like the policy under FSDP (accelerate's evaluation mode would leave a full
@@ -192,12 +194,13 @@ def _setup(cfg: TrainConfig, out_dir: Path, accelerator: Any, dist: Dist, lock: 
     )
     model, optimizer = accelerator.prepare(model, optimizer)
     learner = Learner(model, optimizer, scheduler, accelerator)
+    prm = make_prm(cfg, accelerator, resume) if uses_prime(cfg) else None
     engine = make_engine(cfg, learner, tokenizer, source=resume)
     tasks = load_tasks(cfg.data, cfg.reward, tokenizer)
     sampler = PromptSampler(len(tasks.train), cfg.seed)
     step, extra = 0, dict[str, Any]()
     if resume is not None:
-        step, extra = load_checkpoint_state(resume, learner, sampler, dist)
+        step, extra = load_checkpoint_state(resume, learner, sampler, dist, prm=prm)
         engine.sync_weights(learner.model)
     sink = None
     if dist.is_main:
@@ -205,7 +208,7 @@ def _setup(cfg: TrainConfig, out_dir: Path, accelerator: Any, dist: Dist, lock: 
         (out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         sink = MetricsSink(out_dir, cfg.sinks, cfg.name, to_dict(cfg))
     return Run(cfg, out_dir, learner, tokenizer, ref_model, engine, tasks, sampler, sink, step,
-               dist, extra, lock)
+               dist, extra, lock, prm=prm)
 
 
 def _check_resumed_config(cfg: TrainConfig, checkpoint: Path, out_dir: Path,

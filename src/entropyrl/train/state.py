@@ -2,7 +2,8 @@
 
 ``trainer_state.pt`` holds the optimizer and scheduler states, the step, the prompt sampler's
 position, the RNG states (Python, NumPy, torch) and ``extra``, a dictionary for the state of
-later components (e.g. an entropy controller). Under FSDP the full model and optimizer states
+later components (e.g. an entropy controller); a run with PRIME adds its reward model in
+``step_N/prm/`` and that model's optimizer state. Under FSDP the full model and optimizer states
 are gathered by a collective on every rank and written by rank 0. The model is saved with
 ``save_pretrained`` so any checkpoint loads with ``AutoModelForCausalLM.from_pretrained``.
 A checkpoint is written to a temporary directory and renamed into place, so a crash while
@@ -26,6 +27,7 @@ from entropyrl.config import to_dict
 from entropyrl.distributed import Dist, full_model_state, load_optimizer_state, optimizer_state
 from entropyrl.errors import UserError
 from entropyrl.tasks import PromptSampler
+from entropyrl.train.prime import PRM_DIR
 
 if TYPE_CHECKING:
     from entropyrl.train.setup import Run
@@ -83,11 +85,14 @@ def save_checkpoint(
     keep: int,
     *,
     state_dict: dict[str, torch.Tensor] | None = None,
+    extra_models: dict[str, tuple[Any, dict[str, torch.Tensor] | None]] | None = None,
 ) -> Path:
     """Write ``checkpoints/step_{step}`` atomically and delete all but the newest ``keep``.
 
     ``state_dict`` (the full parameters, when the model itself holds shards) is what
-    ``save_pretrained`` writes instead of ``model.state_dict()``.
+    ``save_pretrained`` writes instead of ``model.state_dict()``. ``extra_models`` maps a
+    sub-directory name to another trained model and its full state dict (or None), each saved
+    the same way (e.g. PRIME's PRM in ``prm/``).
     """
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -98,6 +103,8 @@ def save_checkpoint(
     try:
         model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
+        for name, (other, other_state) in (extra_models or {}).items():
+            other.save_pretrained(tmp / name, safe_serialization=True, state_dict=other_state)
         if "config" in trainer_state:  # readable without loading the optimizer state
             (tmp / RUN_CONFIG).write_text(yaml.safe_dump(trainer_state["config"],
                                                          sort_keys=False))
@@ -139,15 +146,13 @@ def save_run(run: Run) -> None:
     """Checkpoint ``run`` at its current step (every rank calls; rank 0 writes)."""
     learner = run.learner
     learner.accelerator.wait_for_everyone()
-    sharded = run.sharded
-    params = None
-    if sharded:
-        # The gathered state lists a tied weight under both names (e.g. lm_head and the
-        # embedding); keep the names the module itself holds, as save_pretrained would.
-        module = learner.accelerator.unwrap_model(learner.model)
-        held = {n for n, _ in module.named_parameters()} | {n for n, _ in module.named_buffers()}
-        params = {k: v for k, v in full_model_state(learner.model).items() if k in held}
+    params = _saved_parameters(learner)
     optim = optimizer_state(learner.model, learner.optimizer)
+    extra_models, prm_optim = {}, None
+    if run.prm is not None:
+        prm_module = run.prm.accelerator.unwrap_model(run.prm.model)
+        extra_models[PRM_DIR] = (prm_module, _saved_parameters(run.prm))
+        prm_optim = optimizer_state(run.prm.model, run.prm.optimizer)
     if run.dist.is_main:
         state = {
             "step": run.step,
@@ -158,19 +163,36 @@ def save_run(run: Run) -> None:
             "config": to_dict(run.cfg),
             "extra": run.extra_state,
         }
+        if prm_optim is not None:
+            state["prm_optimizer"] = prm_optim
         save_checkpoint(run.out_dir, run.step, learner.accelerator.unwrap_model(learner.model),
-                        run.tokenizer, state, run.cfg.keep_checkpoints, state_dict=params)
+                        run.tokenizer, state, run.cfg.keep_checkpoints, state_dict=params,
+                        extra_models=extra_models)
     learner.accelerator.wait_for_everyone()
 
 
-def load_checkpoint_state(path: Path, learner: Learner, sampler: PromptSampler,
-                          dist: Dist) -> tuple[int, dict[str, Any]]:
+def _saved_parameters(learner: Learner) -> dict[str, torch.Tensor] | None:
+    """The full parameters to save when the model is sharded (a collective), else None."""
+    if not learner.sharded:
+        return None
+    # The gathered state lists a tied weight under both names (e.g. lm_head and the
+    # embedding); keep the names the module itself holds, as save_pretrained would.
+    module = learner.accelerator.unwrap_model(learner.model)
+    held = {n for n, _ in module.named_parameters()} | {n for n, _ in module.named_buffers()}
+    return {k: v for k, v in full_model_state(learner.model).items() if k in held}
+
+
+def load_checkpoint_state(path: Path, learner: Learner, sampler: PromptSampler, dist: Dist, *,
+                          prm: Learner | None = None) -> tuple[int, dict[str, Any]]:
     """Restore the optimizer, scheduler, sampler and RNG from ``path``; (step, extra state).
 
-    The model's weights were loaded from the same directory by ``from_pretrained``.
+    The model's weights (and the PRM's, from ``prm/``) were loaded from the same directory by
+    ``from_pretrained``; ``prm`` gets its optimizer state back.
     """
     state = load_trainer_state(path)
     load_optimizer_state(learner.model, learner.optimizer, state["optimizer"])
+    if prm is not None:
+        load_optimizer_state(prm.model, prm.optimizer, state["prm_optimizer"])
     learner.scheduler.load_state_dict(state["scheduler"])
     sampler.load_state_dict(state["sampler"])
     set_rng_state(state["rng"])

@@ -21,6 +21,7 @@ from entropyrl.train.batch_metrics import (
     tis_metrics,
 )
 from entropyrl.train.collect import collect
+from entropyrl.train.prime import prime_step
 from entropyrl.train.update import UpdateBatch, derive_seed, update_on_batch
 
 if TYPE_CHECKING:
@@ -36,12 +37,22 @@ def rl_step(run: Run, step: int) -> dict[str, float]:
                   rollout=cfg.rollout, reward=cfg.reward, dist=dist,
                   pad_token_id=run.tokenizer.pad_token_id)
     roll, m = got.rollout, dict(got.metrics)
-    adv = compute_advantages(cfg.algorithm.advantage, got.rewards, roll.group_ids,
-                             roll.response_mask, gamma=cfg.algorithm.gamma).token_advantages
     t1 = time.perf_counter()
     policy = run.learner.accelerator.unwrap_model(run.learner.model)
     old_lp, entropy = score(policy, run, roll, with_entropy=True)
     ref_lp = None if run.ref_model is None else score(run.ref_model, run, roll)[0]
+    t2 = time.perf_counter()
+    if run.prm is not None and ref_lp is not None:
+        adv, prime_m = prime_step(run.prm, roll, got.rewards, got.solved, ref_lp,
+                                  lambda model: score(model, run, roll)[0], cfg=cfg, dist=dist,
+                                  step=step)
+        m.update(prime_m)
+        m["time/prm_s"] = time.perf_counter() - t2
+    else:
+        adv = compute_advantages(cfg.algorithm.advantage, got.rewards, roll.group_ids,
+                                 roll.response_mask, gamma=cfg.algorithm.gamma).token_advantages
+    if cfg.loss.ref_kl_coef <= 0:
+        ref_lp = None  # scored for PRIME's rewards only
     t2 = time.perf_counter()
     # The global batch, gathered once: the metrics and the entropy controller read it.
     run.last_batch = StepBatch(roll.response_mask, old_lp, entropy, adv, got.rewards,
