@@ -163,3 +163,45 @@ def test_two_processes_update_the_prm_as_one(micro_model_dir, tmp_path):
         assert torch.allclose(one_params[k], two["params"][k], rtol=1e-5, atol=1e-6), k
     for key in ("prime/loss", "prime/label_acc", "prime/grad_norm"):
         assert two["metrics"][key] == pytest.approx(one_metrics[key], rel=1e-5), key
+
+
+def _fsdp_worker(rank, world, port, model_dir, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    import entropyrl.tasks as tasks
+    import entropyrl.train.setup as setup_module
+    from entropyrl.rewards.result import full_credit
+    from entropyrl.train.setup import make_accelerator
+
+    real = tasks.load_tasks
+
+    def load(data, reward, tokenizer=None):  # mixed groups, as the fixture gives in-process
+        ts = real(data, reward, tokenizer)
+        return tasks.TaskSet(ts.train, ts.val, lambda texts, rows: full_credit(
+            [float("1" in t) for t in texts]))
+
+    setup_module.load_tasks = load
+    cfg = tiny(model_dir, "steps=2", "checkpoint_every=1", "eval.every=0",
+               "update.micro_batch_size=4", *PRIME)
+    acc = make_accelerator(cfg, cpu_fsdp=True)
+    train(cfg, out_dir / "full", accelerator=acc)
+    train(cfg, out_dir / "part", accelerator=acc, stop_after=1)
+    train(cfg, out_dir / "part", accelerator=acc)
+    acc.wait_for_everyone()
+    os._exit(0)
+
+
+@pytest.mark.distributed
+def test_prime_under_fsdp_saves_the_prm_and_resumes_exactly(micro_model_dir, tmp_path):
+    mp.spawn(_fsdp_worker, args=(2, free_port(), micro_model_dir, tmp_path), nprocs=2,
+             join=True)
+    full, part = tmp_path / "full", tmp_path / "part"
+    rows = read_metrics(full / "metrics.jsonl")
+    assert strip_time(read_metrics(part / "metrics.jsonl")) == strip_time(rows)
+    assert all(r["prime/token_reward_abs_mean"] > 0 for r in rows[1:])
+    base = load_file(str(micro_model_dir / "model.safetensors"))
+    a, b = prm_weights(full, 2), prm_weights(part, 2)
+    assert set(a) == set(base)  # the gathered PRM, saved like the policy
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], base[k]) for k in base)
