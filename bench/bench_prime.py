@@ -8,7 +8,8 @@ Trains ``testbed/prime``, ``testbed/grpo`` and ``testbed/grpo`` with ``algorithm
 between PRIME and RLOO) for every seed, each run in its own process at one thread, then prints
 per method mean ± sd over seeds of the train entropy at the first and last step, the first,
 final and best validation accuracy (``val/acc``, sampled at T = 1 as in the presets), the mean
-of the last three validations and the wall time; and draws entropy and validation accuracy
+of the last three validations, the train accuracy of the last ten steps and the median step
+time (``time/step_s``; the runs share the machine); and draws entropy and validation accuracy
 over steps (mean over seeds, band = min–max). A run directory that already holds a finished
 run is read, not retrained. Overrides (``key=value``) apply to every run.
 """
@@ -20,7 +21,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,18 +39,16 @@ def _finished(run_dir: Path, steps: int) -> bool:
 
 
 def train_one(run_dir: Path, preset: str, seed: int, extra: tuple[str, ...],
-              overrides: list[str], steps: int) -> float:
-    """Train one run in a subprocess (one thread); its wall time in seconds (0 if cached)."""
+              overrides: list[str], steps: int) -> None:
+    """Train one run in a subprocess (one thread) unless it is already finished."""
     if _finished(run_dir, steps):
-        return 0.0
+        return
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "entropyrl.cli.main", "train", "--config", preset,
            "--out", str(run_dir), f"seed={seed}", "progress=false", *extra, *overrides]
-    t = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-    return time.perf_counter() - t
 
 
 def summary(rows: list[dict]) -> dict[str, float]:
@@ -64,6 +62,7 @@ def summary(rows: list[dict]) -> dict[str, float]:
         "val best": max(vals),
         "val last 3": statistics.fmean(vals[-3:]),
         "train acc last 10": statistics.fmean(r["train/acc"] for r in rows[-10:]),
+        "s/step": statistics.median(r["time/step_s"] for r in rows),
     }
 
 
@@ -113,21 +112,18 @@ def main() -> int:
     overrides = [f"steps={args.steps}", *args.overrides]
     jobs = [(name, preset, extra, seed) for seed in args.seeds
             for name, preset, extra in METHODS]
-    walls: dict[tuple[str, int], float] = {}
     with ThreadPoolExecutor(args.workers) as pool:
-        futures = {(n, s): pool.submit(train_one, args.out / f"{n.lower()}_s{s}", p, s, e,
-                                       overrides, args.steps) for n, p, e, s in jobs}
-        for key, fut in futures.items():
-            walls[key] = fut.result()
+        futures = [pool.submit(train_one, args.out / f"{n.lower()}_s{s}", p, s, e, overrides,
+                               args.steps) for n, p, e, s in jobs]
+        for fut in futures:
+            fut.result()
     runs = {name: [read_metrics(args.out / f"{name.lower()}_s{s}" / "metrics.jsonl")
                    for s in args.seeds] for name, _, _ in METHODS}
     table = {name: [summary(rows) for rows in seeds] for name, seeds in runs.items()}
     fields = list(next(iter(table.values()))[0])
-    print(f"{'method':8s} " + " ".join(f"{f:>17s}" for f in fields) + f" {'wall s':>8s}")
+    print(f"{'method':8s} " + " ".join(f"{f:>17s}" for f in fields))
     for name, rows in table.items():
-        cells = " ".join(f"{_fmt([r[f] for r in rows]):>17s}" for f in fields)
-        wall = statistics.fmean(walls[(name, s)] for s in args.seeds)
-        print(f"{name:8s} {cells} {wall:8.0f}")
+        print(f"{name:8s} " + " ".join(f"{_fmt([r[f] for r in rows]):>17s}" for f in fields))
     figure(runs, args.figure)
     print(f"figure: {args.figure}")
     return 0
