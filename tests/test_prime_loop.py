@@ -1,5 +1,5 @@
 """PRIME in the loop: the implicit PRM trains beside the policy, resumes exactly, and its
-update is independent of the micro-batch split and of the number of processes."""
+update is independent of the micro-batch split and of sharding over processes."""
 
 import math
 import os
@@ -133,39 +133,7 @@ def test_prm_update_is_the_cross_entropy_step_whatever_the_micro_split(micro_mod
     assert any(not torch.equal(p16[k], init[k]) for k in init)
 
 
-def _worker(rank, world, port, model_dir, batch_path, out_path):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
-    torch.set_num_threads(1)
-    from accelerate import Accelerator
-
-    acc = Accelerator(cpu=True)
-    batch = torch.load(batch_path, weights_only=False)
-    per = 16 // world
-    rows = torch.arange(rank * per, (rank + 1) * per)
-    params, metrics = _update(_prm_config(model_dir, 4), batch, rows, acc)
-    if rank == 0:
-        torch.save({"params": params, "metrics": metrics}, out_path)
-    acc.wait_for_everyone()
-    os._exit(0)  # no gloo teardown at exit (see test_distributed_update.py)
-
-
-@pytest.mark.distributed
-def test_two_processes_update_the_prm_as_one(micro_model_dir, tmp_path):
-    batch = fixed_batch(_prm_config(micro_model_dir, 4))
-    torch.save(batch, tmp_path / "batch.pt")
-    mp.spawn(_worker, args=(2, free_port(), micro_model_dir, tmp_path / "batch.pt",
-                            tmp_path / "two.pt"), nprocs=2, join=True)
-    two = torch.load(tmp_path / "two.pt", weights_only=False)
-    one_params, one_metrics = _update(_prm_config(micro_model_dir, 4), batch, torch.arange(16),
-                                      _single_accelerator())
-    for k in one_params:
-        assert torch.allclose(one_params[k], two["params"][k], rtol=1e-5, atol=1e-6), k
-    for key in ("prime/loss", "prime/label_acc", "prime/grad_norm"):
-        assert two["metrics"][key] == pytest.approx(one_metrics[key], rel=1e-5), key
-
-
-def _fsdp_worker(rank, world, port, model_dir, out_dir):
+def _fsdp_worker(rank, world, port, model_dir, batch_path, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
@@ -185,6 +153,13 @@ def _fsdp_worker(rank, world, port, model_dir, out_dir):
     cfg = tiny(model_dir, "steps=2", "checkpoint_every=1", "eval.every=0",
                "update.micro_batch_size=4", *PRIME)
     acc = make_accelerator(cfg, cpu_fsdp=True)
+    # The sharded PRM's update on each rank's half of a fixed batch.
+    batch = torch.load(batch_path, weights_only=False)
+    per = 16 // world
+    params, metrics = _update(_prm_config(model_dir, 4), batch,
+                              torch.arange(rank * per, (rank + 1) * per), acc)
+    if rank == 0:
+        torch.save({"params": params, "metrics": metrics}, out_dir / "update.pt")
     train(cfg, out_dir / "full", accelerator=acc)
     train(cfg, out_dir / "part", accelerator=acc, stop_after=1)
     train(cfg, out_dir / "part", accelerator=acc)
@@ -193,9 +168,20 @@ def _fsdp_worker(rank, world, port, model_dir, out_dir):
 
 
 @pytest.mark.distributed
-def test_prime_under_fsdp_saves_the_prm_and_resumes_exactly(micro_model_dir, tmp_path):
-    mp.spawn(_fsdp_worker, args=(2, free_port(), micro_model_dir, tmp_path), nprocs=2,
-             join=True)
+def test_prime_under_fsdp_updates_as_one_process_and_resumes_exactly(micro_model_dir, tmp_path):
+    batch = fixed_batch(_prm_config(micro_model_dir, 4))
+    torch.save(batch, tmp_path / "batch.pt")
+    mp.spawn(_fsdp_worker, args=(2, free_port(), micro_model_dir, tmp_path / "batch.pt",
+                                 tmp_path), nprocs=2, join=True)
+    # Two sharded processes take the PRM step one process takes on the whole batch.
+    two = torch.load(tmp_path / "update.pt", weights_only=False)
+    one_params, one_metrics = _update(_prm_config(micro_model_dir, 4), batch, torch.arange(16),
+                                      _single_accelerator())
+    for k in one_params:
+        assert torch.allclose(one_params[k], two["params"][k], rtol=1e-5, atol=2e-6), k
+    for key in ("prime/loss", "prime/label_acc", "prime/grad_norm"):
+        assert two["metrics"][key] == pytest.approx(one_metrics[key], rel=1e-5), key
+    # Whole runs: the gathered PRM is saved, and a resumed run repeats the uninterrupted one.
     full, part = tmp_path / "full", tmp_path / "part"
     rows = read_metrics(full / "metrics.jsonl")
     assert strip_time(read_metrics(part / "metrics.jsonl")) == strip_time(rows)
