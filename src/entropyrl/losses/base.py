@@ -92,12 +92,12 @@ class Ratio(NamedTuple):
     Attributes:
         log_ratio: ``log π_θ − log π_old``, clamped to ±``LOG_RATIO_LIMIT`` (keeps the graph).
         ratio: ``exp(log_ratio)`` (keeps the graph).
-        count: number of valid tokens, a 0-dim integer tensor (no host read).
+        n_valid: number of valid tokens, a 0-dim integer tensor (no host read).
     """
 
     log_ratio: torch.Tensor
     ratio: torch.Tensor
-    count: torch.Tensor
+    n_valid: torch.Tensor
 
 
 def ratio_of(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor) -> Ratio:
@@ -122,10 +122,10 @@ def ratio_metrics(ratio: Ratio, mask: torch.Tensor) -> dict[str, torch.Tensor]:
     with torch.no_grad():
         log_ratio = ratio.log_ratio.detach()
         r = ratio.ratio.detach()
-        count = ratio.count.clamp(min=1)
+        count = ratio.n_valid.clamp(min=1)
         inf = torch.tensor(float("inf"), dtype=r.dtype, device=r.device)
         one = torch.ones((), dtype=r.dtype, device=r.device)
-        any_valid = ratio.count > 0
+        any_valid = ratio.n_valid > 0
         return {
             "approx_kl_k1": masked_sum(-log_ratio, mask) / count,
             "approx_kl_k3": masked_sum((r - 1) - log_ratio, mask) / count,

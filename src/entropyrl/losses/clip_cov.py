@@ -89,7 +89,7 @@ def clip_cov_loss(
     # Zeroing (rather than detaching) also matches the reference's logged loss value; one
     # pass zeroes the selected and the masked tokens (m xor chosen: valid, not selected).
     per_token = zero_masked(surrogate.loss, m ^ chosen)
-    metrics = clip_metrics(surrogate, m, ratio.count)
+    metrics = clip_metrics(surrogate, m, ratio.n_valid)
     metrics.update(ratio_metrics(ratio, m))
-    metrics["selected_frac"] = chosen.sum() / ratio.count.clamp(min=1)
-    return PolicyLoss(per_token, metrics, ratio.count)
+    metrics["selected_frac"] = chosen.sum() / ratio.n_valid.clamp(min=1)
+    return PolicyLoss(per_token, metrics, ratio.n_valid)

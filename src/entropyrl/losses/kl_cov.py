@@ -79,10 +79,10 @@ def kl_cov_loss(
     penalty = config.beta * (logprobs - old_logprobs).abs()
     per_token = torch.where(selected, pg + penalty, pg)
     metrics = ratio_metrics(ratio, m)
-    metrics["selected_frac"] = chosen.sum() / ratio.count.clamp(min=1)
+    metrics["selected_frac"] = chosen.sum() / ratio.n_valid.clamp(min=1)
     with torch.no_grad():
         # 0·penalty (not 0) off the selection: a non-finite penalty still shows in the mean.
         off = penalty.detach()
         kept = torch.where(selected, off, 0 * off)
-        metrics["kl_penalty"] = masked_sum(kept, m) / ratio.count.clamp(min=1)
-    return PolicyLoss(zero_masked(per_token, m), metrics, ratio.count)
+        metrics["kl_penalty"] = masked_sum(kept, m) / ratio.n_valid.clamp(min=1)
+    return PolicyLoss(zero_masked(per_token, m), metrics, ratio.n_valid)

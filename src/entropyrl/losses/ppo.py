@@ -112,9 +112,9 @@ def ppo_loss(
     clip = clip or PPOClip()
     ratio = ratio_of(logprobs, old_logprobs, m)
     surrogate = clipped_surrogate(ratio.ratio, advantages, clip)
-    metrics = clip_metrics(surrogate, m, ratio.count)
+    metrics = clip_metrics(surrogate, m, ratio.n_valid)
     metrics.update(ratio_metrics(ratio, m))
-    return PolicyLoss(zero_masked(surrogate.loss, m), metrics, ratio.count)
+    return PolicyLoss(zero_masked(surrogate.loss, m), metrics, ratio.n_valid)
 
 
 def clip_metrics(
@@ -145,4 +145,4 @@ def pg_loss(
     m = check_policy_inputs(logprobs, old_logprobs, advantages, mask)
     ratio = ratio_of(logprobs.detach(), old_logprobs, m)
     metrics = ratio_metrics(ratio, m)
-    return PolicyLoss(zero_masked(-advantages * logprobs, m), metrics, ratio.count)
+    return PolicyLoss(zero_masked(-advantages * logprobs, m), metrics, ratio.n_valid)
