@@ -14,8 +14,9 @@ decided by :func:`value_checks_enabled`, from the environment variable ``ENTROPY
 - ``1`` (``on``, ``true``): always (debugging a NaN on a GPU);
 - ``0`` (``off``, ``false``): never.
 
-Skipping them loses no safety net in training: a NaN/inf at a valid position reaches the loss,
-and the trainer stops on a non-finite loss before the optimizer step.
+Skipping them keeps the safety net of training: a NaN at a valid position (or an infinite
+advantage) reaches the loss, and the trainer stops on a non-finite loss before the optimizer
+step.
 """
 
 from __future__ import annotations
