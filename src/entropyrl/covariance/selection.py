@@ -181,6 +181,8 @@ def _split_to_parts(flat: torch.Tensor, scored: _Scored, parts: Sequence[Selecti
     torch.Tensor
 ]:
     """Cut a flat bool vector back into one ``[b, T]`` mask per part (on its device)."""
+    if len(parts) == 1:
+        return [flat.view(scored.shapes[0]).to(parts[0].logprobs.device)]
     sizes = [s.numel() for s in scored.shapes]
     return [
         chunk.view(shape).to(p.logprobs.device)
@@ -241,8 +243,10 @@ def select_clip_cov(
     offset, n_candidates = dist.counts(n_local)
     k = min(selection_count(config.ratio, sc.n_tokens), n_candidates)
     chosen = torch.randperm(n_candidates, generator=generator)[:k]
-    # Keep the draws that fall in this rank's slice of the global candidate list.
-    local = chosen[(chosen >= offset) & (chosen < offset + n_local)] - offset
+    local = chosen
+    if dist.world > 1:
+        # Keep the draws that fall in this rank's slice of the global candidate list.
+        local = chosen[(chosen >= offset) & (chosen < offset + n_local)] - offset
     positions = torch.searchsorted(running, (local + 1).to(running.device))
     flat = torch.zeros(running.numel(), dtype=torch.bool, device=running.device)
     flat[positions] = True
@@ -278,7 +282,7 @@ def select_kl_cov(
     n_local = int(values.numel())
     offset, _ = dist.counts(n_local)
     k = min(selection_count(config.ratio, sc.n_tokens), sc.n_tokens)
-    flat = _top_k_lowest_index(values, min(k, n_local))
+    flat = _top_k_mask(values, min(k, n_local))
     if dist.world > 1:
         top = flat.nonzero().squeeze(-1)
         top = dist.merge_top_k(values[top], top + offset, k) - offset
@@ -289,7 +293,7 @@ def select_kl_cov(
     return CovSelection(masks, sc.n_tokens, sc.n_tokens, k, sc.mean_logprob, sc.mean_advantage)
 
 
-def _top_k_lowest_index(values: torch.Tensor, k: int) -> torch.Tensor:
+def _top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
     """Bool mask ``[n]`` of the ``k`` largest values, ties broken by the lower index.
 
     No host read: the ``k``-th largest value is the threshold; every value above it is among
