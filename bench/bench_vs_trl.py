@@ -16,12 +16,13 @@ no checkpoint inside the timed steps, one thread each. Two configurations:
 
 Each run is a fresh subprocess (imports and model load are not timed); a rollout step is
 timed from the end of the previous one to the end of its last update (generation, rewards,
-log-probs, updates and, for entropyrl, its diagnostics). The first rollout step of a run is a
-warm-up and not counted. The two trainers alternate (entropyrl, TRL, TRL, entropyrl, ...), so
-machine load hits both alike; the ratio entropyrl/TRL is taken within each round and printed
-as its median and min-max over rounds.
+log-probs, updates and, for entropyrl, its diagnostics), on the wall clock or, with
+``--clock cpu``, on the process's CPU clock (steadier when other jobs share the machine). The
+first rollout step of a run is a warm-up and not counted. The two trainers alternate
+(entropyrl, TRL, TRL, entropyrl, ...), so machine load hits both alike; the ratio
+entropyrl/TRL is taken within each round and printed as its median and min-max over rounds.
 
-    python bench/bench_vs_trl.py [--rounds 3] [--steps 5] [--configs full lean]
+    python bench/bench_vs_trl.py [--rounds 3] [--steps 5] [--configs full lean] [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -41,10 +42,23 @@ N_PROMPTS, GROUP, MAX_NEW, LR, SEED = 32, 8, 32, 2e-4, 0
 MICRO = 64
 
 
-def entropyrl_worker(config: str, steps: int, out: Path) -> list[float]:
-    """Seconds of each rollout step after the warm-up (``time/step_s`` of the run's metrics)."""
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def entropyrl_worker(config: str, steps: int, out: Path, clock: Any) -> list[float]:
+    """Seconds of each rollout step after the warm-up, from one step's end to the next's."""
+    import entropyrl.train.loop as loop
     from entropyrl.config import load_config
-    from entropyrl.train.loop import train
+
+    ends: list[float] = []
+    inner = loop.rl_step
+
+    def timed_step(run: Any, step: int) -> Any:
+        metrics = inner(run, step)
+        ends.append(clock())
+        return metrics
+
+    loop.rl_step = timed_step  # the loop's own step, with a clock reading at its end
 
     overrides = [f"steps={steps + 1}", f"seed={SEED}", "eval.every=0", "progress=false",
                  f"rollout.n_prompts={N_PROMPTS}", f"rollout.group_size={GROUP}",
@@ -53,12 +67,11 @@ def entropyrl_worker(config: str, steps: int, out: Path) -> list[float]:
     batch = N_PROMPTS * GROUP
     overrides.append(f"update.mini_batch_size={MICRO if config == 'full' else batch}")
     cfg = load_config("testbed/grpo", overrides)
-    train(cfg, out)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [row["time/step_s"] for row in rows if row["step"] > 1]
+    loop.train(cfg, out)
+    return [b - a for a, b in itertools.pairwise(ends)]  # the first step is the warm-up
 
 
-def trl_worker(config: str, steps: int, out: Path) -> list[float]:
+def trl_worker(config: str, steps: int, out: Path, clock: Any) -> list[float]:
     """Seconds of each generation batch (its updates included) after the warm-up."""
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -77,10 +90,10 @@ def trl_worker(config: str, steps: int, out: Path) -> list[float]:
 
     class Clock(TrainerCallback):  # type: ignore[misc]
         def on_train_begin(self, *args: Any, **kwargs: Any) -> None:
-            ends.append(time.perf_counter())
+            ends.append(clock())
 
         def on_step_end(self, *args: Any, **kwargs: Any) -> None:
-            ends.append(time.perf_counter())
+            ends.append(clock())
 
     schedule: dict[str, Any] = (
         {"gradient_accumulation_steps": 1, "steps_per_generation": 4, "bf16": False,
@@ -101,10 +114,10 @@ def trl_worker(config: str, steps: int, out: Path) -> list[float]:
     return per_batch[1:]
 
 
-def run_side(side: str, config: str, steps: int, out: Path) -> list[float]:
+def run_side(side: str, config: str, steps: int, out: Path, clock: str) -> list[float]:
     """One run in a fresh subprocess; its step times."""
     cmd = [sys.executable, __file__, "--worker", side, "--config", config, "--steps", str(steps),
-           "--out", str(out)]
+           "--out", str(out), "--clock", clock]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{side} {config} failed:\n{done.stderr[-3000:]}")
@@ -117,6 +130,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed rollout steps per run")
     parser.add_argument("--configs", nargs="+", default=["full", "lean"],
                         choices=["full", "lean"])
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                        help="wall time, or each process's CPU time (steadier on a loaded "
+                             "machine; both sides run one thread and score rewards in-process)")
     parser.add_argument("--worker", choices=["entropyrl", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--config", choices=["full", "lean"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -126,7 +142,7 @@ def main() -> None:
 
         torch.set_num_threads(1)
         worker = entropyrl_worker if args.worker == "entropyrl" else trl_worker
-        print(json.dumps(worker(args.config, args.steps, args.out)))
+        print(json.dumps(worker(args.config, args.steps, args.out, CLOCKS[args.clock])))
         return
 
     rate: dict[tuple[str, str], list[float]] = {}
@@ -135,12 +151,14 @@ def main() -> None:
             for config in args.configs:
                 sides = ["entropyrl", "trl"] if r % 2 == 0 else ["trl", "entropyrl"]
                 for side in sides:
-                    times = run_side(side, config, args.steps, Path(tmp) / f"{side}_{config}_{r}")
+                    out = Path(tmp) / f"{side}_{config}_{r}"
+                    times = run_side(side, config, args.steps, out, args.clock)
                     rate.setdefault((side, config), []).append(len(times) / sum(times))
                     print(f"round {r + 1} {config:<5} {side:<9} "
                           f"{len(times) / sum(times):6.3f} steps/s", flush=True)
     print(f"\n{args.rounds} interleaved rounds x {args.steps} timed rollout steps "
-          f"({N_PROMPTS} prompts x {GROUP}, <= {MAX_NEW} tokens), 1 thread each")
+          f"({N_PROMPTS} prompts x {GROUP}, <= {MAX_NEW} tokens), 1 thread each, "
+          f"{args.clock} clock")
     print(f"{'config':<8}{'entropyrl':>12}{'TRL':>10}{'ratio':>9}{'min-max':>14}")
     for config in args.configs:
         ours, theirs = rate[("entropyrl", config)], rate[("trl", config)]
