@@ -100,9 +100,13 @@ class _Scored(NamedTuple):
 
 
 def _flat(xs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The tensors flattened and concatenated (no copy for a single one)."""
+    """The tensors flattened and concatenated into a new tensor (the caller's to overwrite).
+
+    Mini-batch-sized temporaries are large enough for the allocator to return them to the
+    system, so every one saved by working in place spares page faults, not just a pass.
+    """
     if len(xs) == 1:
-        return xs[0].detach().reshape(-1)
+        return xs[0].detach().reshape(-1).clone()
     return torch.cat([x.detach().reshape(-1) for x in xs])
 
 
@@ -126,15 +130,16 @@ def _score(parts: Sequence[SelectionPart], dist: Dist) -> _Scored:
             masks.append(check_policy_inputs(*p, check_values=False))
         except ValueError as err:
             raise ValueError(f"parts[{i}].{err}") from None
-    lp = _flat([p.logprobs for p in parts])
-    adv = _flat([p.advantages for p in parts])
-    valid = _flat(masks)
+    lp0 = _flat([p.logprobs for p in parts])
+    adv0 = _flat([p.advantages for p in parts])
+    valid = torch.cat([m.reshape(-1) for m in masks])
     # The mask as 0/1 floats, through uint8: on the CPU bool → float is not vectorised but
     # uint8 → float is, and a product by 0/1 is several times cheaper than torch.where. It
     # zeroes masked positions exactly as long as no NaN/inf sits there (0·inf = NaN), which
     # the sums below detect.
-    valid01 = valid.view(torch.uint8).to(lp.dtype)
-    lp0, adv0 = lp * valid01, adv * valid01
+    valid01 = valid.view(torch.uint8).to(lp0.dtype)
+    lp0.mul_(valid01)
+    adv0.mul_(valid01)
     # Summed in float64 (not summed in float32 and then cast): the means then agree across
     # splits and ranks to float64 rounding.
     sums = torch.stack([lp0.double().sum(), adv0.double().sum(), valid.sum().double()])
@@ -143,12 +148,13 @@ def _score(parts: Sequence[SelectionPart], dist: Dist) -> _Scored:
         # A NaN/inf somewhere, at a valid position (an error) or in the padding (allowed). Mask
         # with torch.where, which lets nothing through from the padding, and sum again; every
         # rank saw the same sums, so all of them take this branch.
-        lp0, adv0 = torch.where(valid, lp, 0.0), torch.where(valid, adv, 0.0)
+        lp0 = torch.where(valid, _flat([p.logprobs for p in parts]), 0.0)
+        adv0 = torch.where(valid, _flat([p.advantages for p in parts]), 0.0)
         sums = dist.all_reduce(torch.stack([lp0.double().sum(), adv0.double().sum()]))
         sum_lp, sum_adv = sums.tolist()
         if not (math.isfinite(sum_lp) and math.isfinite(sum_adv)):
             _raise_not_finite(parts, masks)
-    if value_checks_enabled(lp):
+    if value_checks_enabled(lp0):
         for p, m in zip(parts, masks, strict=True):
             check_finite("parts.old_logprobs", p.old_logprobs, m)
     n_tokens = int(n_valid)
@@ -226,13 +232,14 @@ def select_clip_cov(
     # PPO clips a token when A > 0 and r > 1 + ε_high, or A < 0 and r < 1 − ε_low; tested on
     # the log-ratio to avoid an exp. With ε_low ≥ 1 (the default 1) the low clip never
     # fires (log 0 = −inf), so its test is skipped.
-    log_ratio = sc.logprobs - _flat([p.old_logprobs for p in parts])
+    old = _flat([p.old_logprobs for p in parts])
+    log_ratio = torch.sub(sc.logprobs, old, out=old)
     adv = sc.advantages
-    high = _flag(torch.gt, log_ratio, math.log1p(config.clip.eps_high))
-    clipped = _flag(torch.gt, adv, 0.0).mul_(high)
+    clipped = _flag(torch.gt, adv, 0.0).mul_(_flag(torch.gt, log_ratio,
+                                                   math.log1p(config.clip.eps_high)))
     if config.clip.eps_low < 1:
         # Exclusive with the high clip (A < 0 vs A > 0): the sum stays 0/1.
-        low = _flag(torch.lt, log_ratio, math.log1p(-config.clip.eps_low))
+        low = log_ratio.lt_(math.log1p(-config.clip.eps_low))
         clipped.add_(_flag(torch.lt, adv, 0.0).mul_(low))
     # inside > clipped: in the band and not clipped (one pass over 0/1 values).
     candidates = torch.gt(inside, clipped, out=clipped).bool()
