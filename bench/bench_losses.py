@@ -5,13 +5,19 @@ micro-batches as the trainer does. Each timed step is what the trainer runs per 
 these tensors: (for Clip-Cov/KL-Cov) the global covariance selection over the 4 parts, then per
 micro-batch the objective with all its diagnostics and the backward pass to the log-probs.
 The model's forward/backward, which dominates a real step, is not included, so the ratios are
-an upper bound on the relative overhead. Median of repeated runs; 2 threads.
+an upper bound on the relative overhead.
 
-Run: .venv/bin/python bench/bench_losses.py
+The machine may be shared, so the three losses are timed interleaved (ppo, clip_cov, kl_cov,
+ppo, ...; the order rotates every round) and each ratio is taken within a round, against the
+PPO step of the same round; the table gives the median and the interquartile range (IQR) of
+the per-round ratios.
+
+Run: .venv/bin/python bench/bench_losses.py [--rounds 30] [--threads 2] [--clock wall|cpu]
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
@@ -20,7 +26,7 @@ import torch
 from entropyrl.covariance import SelectionPart, select_clip_cov, select_kl_cov
 from entropyrl.losses import ClipCovConfig, Denominators, KLCovConfig, LossConfig, compute_objective
 
-B, T, PARTS, REPEATS = 64, 1024, 4, 30
+B, T, PARTS = 64, 1024, 4
 
 
 def make_batch():
@@ -52,32 +58,53 @@ def step(config: LossConfig, batch) -> None:
         obj.loss.backward()
 
 
-def time_it(config: LossConfig, batch) -> float:
-    for _ in range(3):
-        step(config, batch)
-    runs = []
-    for _ in range(REPEATS):
-        t0 = time.perf_counter()
-        step(config, batch)
-        runs.append(time.perf_counter() - t0)
-    return statistics.median(runs)
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def time_step(config: LossConfig, batch, clock) -> float:
+    t0 = clock()
+    step(config, batch)
+    return clock() - t0
+
+
+def quartiles(xs: list[float]) -> tuple[float, float, float]:
+    q1, q2, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    return q1, q2, q3
 
 
 def main() -> None:
-    torch.set_num_threads(2)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds timed")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                        help="wall time, or this process's CPU time (steadier on a loaded "
+                             "machine, with --threads 1)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     batch = make_batch()
     configs = {
         "ppo": LossConfig(name="ppo"),
         "clip_cov": LossConfig(name="clip_cov", clip_cov=ClipCovConfig()),
         "kl_cov": LossConfig(name="kl_cov", kl_cov=KLCovConfig()),
     }
-    base = time_it(configs["ppo"], batch)
-    print(f"loss step on [{B} x {T}] tokens in {PARTS} micro-batches (median of {REPEATS})")
-    print(f"{'loss':<10}{'ms':>10}{'vs ppo':>10}{'target':>10}")
-    for name, cfg in configs.items():
-        t = base if name == "ppo" else time_it(cfg, batch)
-        target = "" if name == "ppo" else "<= 1.10x"
-        print(f"{name:<10}{t * 1e3:>10.2f}{t / base:>9.2f}x{target:>10}")
+    names = list(configs)
+    for _ in range(3):
+        for name in names:
+            step(configs[name], batch)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(args.rounds):
+        for name in names[r % 3:] + names[: r % 3]:
+            times[name].append(time_step(configs[name], batch, CLOCKS[args.clock]))
+    print(f"loss step on [{B} x {T}] tokens in {PARTS} micro-batches, {args.rounds} interleaved "
+          f"rounds, {args.threads} thread(s), {args.clock} clock")
+    print(f"{'loss':<10}{'ms':>9}{'vs ppo':>9}{'IQR':>15}{'target':>10}")
+    for name in names:
+        ms = statistics.median(times[name]) * 1e3
+        if name == "ppo":
+            print(f"{name:<10}{ms:>9.2f}{1:>8.2f}x")
+            continue
+        q1, q2, q3 = quartiles([t / p for t, p in zip(times[name], times["ppo"], strict=True)])
+        print(f"{name:<10}{ms:>9.2f}{q2:>8.2f}x{f'{q1:.2f}-{q3:.2f}':>15}{'<= 1.10x':>10}")
 
 
 if __name__ == "__main__":

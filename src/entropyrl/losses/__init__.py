@@ -214,7 +214,10 @@ def compute_objective(
         return aggregate(values, m, config.aggregation, denominators=denominators,
                          norm_constant=norm_constant)
 
-    metrics["policy_loss"] = reduce(per_token).detach()
+    policy_loss = reduce(per_token)
+    metrics["policy_loss"] = policy_loss.detach()
+    if config.entropy_coef == 0 and config.ref_kl_coef == 0:
+        return Objective(policy_loss, policy, metrics)  # nothing added: the same reduction
     if config.entropy_coef > 0:
         if entropy is None:
             raise ValueError("entropy: required when loss.entropy_coef > 0, got None")

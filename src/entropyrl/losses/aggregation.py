@@ -83,12 +83,19 @@ def aggregate(
     check_ndim("values", values, 2, "[B, T]")
     m = as_bool_mask("mask", mask, values, "values")
     check_choice("mode", mode, AGGREGATION_MODES)
-    counts = denominators if denominators is not None else Denominators.of(m)
     # torch.where rather than multiplication: a NaN/inf at a padded position must not leak.
     masked = torch.where(m, values, torch.zeros((), dtype=values.dtype, device=values.device))
-    n_seqs = max(counts.n_seqs, 1)
+    n_tokens: int | torch.Tensor
+    n_seqs: int | torch.Tensor
+    if denominators is not None:
+        n_tokens, n_seqs = max(denominators.n_tokens, 1), max(denominators.n_seqs, 1)
+    else:
+        # This batch's own counts, kept on its device (no host read). On the CPU, dividing by
+        # an integer tensor gives the same bits as dividing by the same Python int.
+        n_tokens = m.sum().clamp(min=1)
+        n_seqs = m.any(dim=-1).sum().clamp(min=1)
     if mode == "token-mean":
-        return masked.sum() / max(counts.n_tokens, 1)
+        return masked.sum() / n_tokens
     if mode == "seq-mean-token-mean":
         per_seq = masked.sum(dim=-1) / m.sum(dim=-1).clamp(min=1)
         return per_seq.sum() / n_seqs
@@ -97,6 +104,9 @@ def aggregate(
     constant = float(values.shape[-1]) if norm_constant is None else float(norm_constant)
     if constant <= 0:
         raise ValueError(f"norm_constant: expected a positive number, got {norm_constant!r}")
+    if isinstance(n_seqs, torch.Tensor):
+        # n_seq·C in float64, as the Python product of the other branch.
+        return masked.sum() / (n_seqs.double() * constant).to(values.dtype)
     return masked.sum() / (n_seqs * constant)
 
 

@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 import torch
 
 from entropyrl._checks import check_fraction
-from entropyrl.losses.aggregation import masked_mean
 from entropyrl.losses.base import (
     PolicyLoss,
     check_policy_inputs,
     check_selected,
-    importance_ratio,
     ratio_metrics,
+    ratio_of,
     zero_masked,
 )
 from entropyrl.losses.ppo import PPOClip, clip_metrics, clipped_surrogate
@@ -84,12 +83,13 @@ def clip_cov_loss(
     """
     m = check_policy_inputs(logprobs, old_logprobs, advantages, mask)
     config = config or ClipCovConfig()
-    check_selected(selected, m)
-    ratio = importance_ratio(logprobs, old_logprobs)
-    surrogate = clipped_surrogate(ratio, advantages, config.clip)
-    # Zeroing (rather than detaching) also matches the reference's logged loss value.
-    per_token = surrogate.loss.masked_fill(selected, 0.0)
-    metrics = clip_metrics(surrogate, m)
-    metrics.update(ratio_metrics(logprobs, old_logprobs, ratio, m))
-    metrics["selected_frac"] = masked_mean(selected.float(), m)
-    return PolicyLoss(zero_masked(per_token, m), metrics, int(m.sum()))
+    chosen = check_selected(selected, m)
+    ratio = ratio_of(logprobs, old_logprobs, m)
+    surrogate = clipped_surrogate(ratio.ratio, advantages, config.clip)
+    # Zeroing (rather than detaching) also matches the reference's logged loss value; one
+    # pass zeroes the selected and the masked tokens (m xor chosen: valid, not selected).
+    per_token = zero_masked(surrogate.loss, m ^ chosen)
+    metrics = clip_metrics(surrogate, m, ratio.n_valid)
+    metrics.update(ratio_metrics(ratio, m))
+    metrics["selected_frac"] = chosen.sum() / ratio.n_valid.clamp(min=1)
+    return PolicyLoss(per_token, metrics, ratio.n_valid)

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 import torch
 
 from entropyrl._checks import check_fraction
-from entropyrl.losses.aggregation import masked_mean
+from entropyrl.losses.aggregation import masked_sum
 from entropyrl.losses.base import (
     PolicyLoss,
     check_policy_inputs,
     check_selected,
-    importance_ratio,
     ratio_metrics,
+    ratio_of,
     zero_masked,
 )
 
@@ -73,12 +73,16 @@ def kl_cov_loss(
     """
     m = check_policy_inputs(logprobs, old_logprobs, advantages, mask)
     config = config or KLCovConfig()
-    check_selected(selected, m)
-    ratio = importance_ratio(logprobs, old_logprobs)
-    pg = -advantages * ratio
+    chosen = check_selected(selected, m)
+    ratio = ratio_of(logprobs, old_logprobs, m)
+    pg = -advantages * ratio.ratio
     penalty = config.beta * (logprobs - old_logprobs).abs()
     per_token = torch.where(selected, pg + penalty, pg)
-    metrics = ratio_metrics(logprobs, old_logprobs, ratio, m)
-    metrics["selected_frac"] = masked_mean(selected.float(), m)
-    metrics["kl_penalty"] = masked_mean(torch.where(selected, penalty, 0 * penalty).detach(), m)
-    return PolicyLoss(zero_masked(per_token, m), metrics, int(m.sum()))
+    metrics = ratio_metrics(ratio, m)
+    metrics["selected_frac"] = chosen.sum() / ratio.n_valid.clamp(min=1)
+    with torch.no_grad():
+        # 0·penalty (not 0) off the selection: a non-finite penalty still shows in the mean.
+        off = penalty.detach()
+        kept = torch.where(selected, off, 0 * off)
+        metrics["kl_penalty"] = masked_sum(kept, m) / ratio.n_valid.clamp(min=1)
+    return PolicyLoss(zero_masked(per_token, m), metrics, ratio.n_valid)

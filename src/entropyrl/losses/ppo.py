@@ -17,12 +17,12 @@ from typing import NamedTuple
 import torch
 
 from entropyrl._checks import check_positive
-from entropyrl.losses.aggregation import masked_mean
 from entropyrl.losses.base import (
     PolicyLoss,
     check_policy_inputs,
-    importance_ratio,
     ratio_metrics,
+    ratio_of,
+    valid_fraction,
     zero_masked,
 )
 
@@ -72,8 +72,9 @@ def clipped_surrogate(
     ratio: torch.Tensor, advantages: torch.Tensor, clip: PPOClip
 ) -> ClippedSurrogate:
     """Evaluate ``max(−A·r, −A·clip(r))`` (and the dual clip) per token ``[B, T]``."""
-    unclipped = -advantages * ratio
-    clipped = -advantages * ratio.clamp(1.0 - clip.eps_low, 1.0 + clip.eps_high)
+    neg_adv = -advantages
+    unclipped = neg_adv * ratio
+    clipped = neg_adv * ratio.clamp(1.0 - clip.eps_low, 1.0 + clip.eps_high)
     loss = torch.maximum(unclipped, clipped)
     with torch.no_grad():
         cut = clipped > unclipped
@@ -109,21 +110,24 @@ def ppo_loss(
     """
     m = check_policy_inputs(logprobs, old_logprobs, advantages, mask)
     clip = clip or PPOClip()
-    ratio = importance_ratio(logprobs, old_logprobs)
-    surrogate = clipped_surrogate(ratio, advantages, clip)
-    metrics = clip_metrics(surrogate, m)
-    metrics.update(ratio_metrics(logprobs, old_logprobs, ratio, m))
-    return PolicyLoss(zero_masked(surrogate.loss, m), metrics, int(m.sum()))
+    ratio = ratio_of(logprobs, old_logprobs, m)
+    surrogate = clipped_surrogate(ratio.ratio, advantages, clip)
+    metrics = clip_metrics(surrogate, m, ratio.n_valid)
+    metrics.update(ratio_metrics(ratio, m))
+    return PolicyLoss(zero_masked(surrogate.loss, m), metrics, ratio.n_valid)
 
 
-def clip_metrics(surrogate: ClippedSurrogate, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Fractions of valid tokens caught by each clip."""
-    high, low = surrogate.clipped_high.float(), surrogate.clipped_low.float()
+def clip_metrics(
+    surrogate: ClippedSurrogate, mask: torch.Tensor, count: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Fractions of the ``count`` valid tokens caught by each clip."""
+    high, low = surrogate.clipped_high, surrogate.clipped_low
+    # The two clips are exclusive (r > 1 vs r < 1), so their union counts each token once.
     return {
-        "clipfrac": masked_mean(high + low, mask),
-        "clipfrac_high": masked_mean(high, mask),
-        "clipfrac_low": masked_mean(low, mask),
-        "dual_clipfrac": masked_mean(surrogate.dual_clipped.float(), mask),
+        "clipfrac": valid_fraction(high | low, mask, count),
+        "clipfrac_high": valid_fraction(high, mask, count),
+        "clipfrac_low": valid_fraction(low, mask, count),
+        "dual_clipfrac": valid_fraction(surrogate.dual_clipped, mask, count),
     }
 
 
@@ -139,6 +143,6 @@ def pg_loss(
     analysis (§2, vanilla PG) assumes. ``old_logprobs`` only feeds the KL/ratio diagnostics.
     """
     m = check_policy_inputs(logprobs, old_logprobs, advantages, mask)
-    ratio = importance_ratio(logprobs.detach(), old_logprobs)
-    metrics = ratio_metrics(logprobs, old_logprobs, ratio, m)
-    return PolicyLoss(zero_masked(-advantages * logprobs, m), metrics, int(m.sum()))
+    ratio = ratio_of(logprobs.detach(), old_logprobs, m)
+    metrics = ratio_metrics(ratio, m)
+    return PolicyLoss(zero_masked(-advantages * logprobs, m), metrics, ratio.n_valid)
