@@ -38,7 +38,6 @@ every flag at once instead, stopping before the bad optimizer step.
 from __future__ import annotations
 
 import math
-import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -49,20 +48,17 @@ import torch
 from entropyrl.config import UpdateConfig
 from entropyrl.covariance import SelectionPart, select_clip_cov, select_kl_cov
 from entropyrl.distributed import Dist
-from entropyrl.errors import UserError
 from entropyrl.losses import Denominators, LossConfig, compute_objective
 from entropyrl.policy import response_token_stats
 from entropyrl.rollout import Rollout
 from entropyrl.tokenstats import TokenStats
-
-# How each objective metric combines across micro-batches, ranks and updates.
-_SHARES = {"policy_loss", "entropy_bonus", "total"}  # parts of a normalised sum: add up
-_MINS = {"ratio_min"}
-_MAXS = {"ratio_max"}
-
-
-class NonFiniteError(UserError):
-    """A loss or gradient became NaN/inf; the run stops before the optimizer step."""
+from entropyrl.train.update_checks import (
+    Accumulator,
+    Health,
+    debug_checks,
+    non_finite_error,
+    weights_non_finite,
+)
 
 
 class UpdateBatch(NamedTuple):
@@ -117,88 +113,6 @@ class Learner:
 def is_sharded(accelerator: Any) -> bool:
     """The accelerator was configured for FSDP."""
     return str(getattr(accelerator, "distributed_type", "")).endswith("FSDP")
-
-
-def debug_checks() -> bool:
-    """``ENTROPYRL_DEBUG_CHECKS=1``: read every non-finite flag at once (a host sync each)."""
-    return os.environ.get("ENTROPYRL_DEBUG_CHECKS", "") == "1"
-
-
-class _Accumulator:
-    """Token-weighted means, sums of shares, min/max — kept as device tensors, read once."""
-
-    def __init__(self) -> None:
-        self.weighted: dict[str, torch.Tensor] = {}
-        self.weights: dict[str, float] = {}
-        self.shares: dict[str, torch.Tensor] = {}
-        self.mins: dict[str, torch.Tensor] = {}
-        self.maxs: dict[str, torch.Tensor] = {}
-
-    def add(self, metrics: dict[str, torch.Tensor], n_tokens: int) -> None:
-        for key, value in metrics.items():
-            v = value.detach().to(torch.float64)
-            if key in _SHARES:
-                self.shares[key] = self.shares[key] + v if key in self.shares else v
-            elif key in _MINS:
-                self.mins[key] = torch.minimum(self.mins[key], v) if key in self.mins else v
-            elif key in _MAXS:
-                self.maxs[key] = torch.maximum(self.maxs[key], v) if key in self.maxs else v
-            else:
-                self.weighted[key] = self.weighted.get(key, 0.0) + v * n_tokens
-                self.weights[key] = self.weights.get(key, 0.0) + n_tokens
-
-    def result(self, n_updates: int, dist: Dist) -> dict[str, float]:
-        keys_w, keys_s = sorted(self.weighted), sorted(self.shares)
-        keys_min, keys_max = sorted(self.mins), sorted(self.maxs)
-        tensors = ([self.weighted[k] for k in keys_w] + [self.shares[k] for k in keys_s]
-                   + [self.mins[k] for k in keys_min] + [self.maxs[k] for k in keys_max])
-        local = torch.stack(tensors).tolist() if tensors else []  # the step's one read
-        n, s = len(keys_w), len(keys_s)
-        sums = dist.sum(local[:n] + [self.weights[k] for k in keys_w] + local[n : n + s])
-        mins = dist.min(local[n + s : n + s + len(keys_min)])
-        maxs = dist.max(local[n + s + len(keys_min) :])
-        out = {k: sums[i] / max(sums[n + i], 1.0) for i, k in enumerate(keys_w)}
-        out.update({k: sums[2 * n + i] / n_updates for i, k in enumerate(keys_s)})
-        out.update(dict(zip(keys_min, mins, strict=True)))
-        out.update(dict(zip(keys_max, maxs, strict=True)))
-        return out
-
-
-class _Health:
-    """Non-finite flags of one step's updates, on the device; :meth:`check` reads them once."""
-
-    def __init__(self, step: int, dist: Dist, debug: bool) -> None:
-        self.step, self.dist, self.debug = step, dist, debug
-        self.flags: list[tuple[str, int, torch.Tensor]] = []
-
-    def flag(self, kind: str, update: int, bad: torch.Tensor) -> None:
-        """Record ``bad`` (a bool tensor); in debug mode stop at once if it is set on any rank."""
-        if self.debug:
-            if self.dist.max([float(bad)])[0]:
-                raise _non_finite(kind, self.step, update, deferred=False)
-        else:
-            self.flags.append((kind, update, bad))
-
-    def check(self) -> None:
-        """Raise for the first flagged update of the step, on every rank alike."""
-        if not self.flags:
-            return
-        bad = self.dist.max(torch.stack([f for _, _, f in self.flags]).float().tolist())
-        for (kind, update, _), b in zip(self.flags, bad, strict=True):
-            if b:
-                raise _non_finite(kind, self.step, update, deferred=True)
-
-
-def _non_finite(kind: str, step: int, update: int, *, deferred: bool) -> NonFiniteError:
-    when = ("the run stopped at the end of the step, before saving" if deferred
-            else "the run stopped before this update")
-    what, fix = {
-        "loss": ("the loss", "Lower optim.lr, keep optim.grad_clip > 0, or check the rewards"),
-        "grad_norm": ("the gradient norm", "Lower optim.lr or set optim.grad_clip"),
-        "weights": ("the weights", "Lower optim.lr or check optim.eps"),
-    }[kind]
-    return NonFiniteError(f"{what} became NaN/inf at step {step} (update {update}). {fix}; "
-                          f"{when} and the last checkpoint is intact.")
 
 
 def global_denominators(mask: torch.Tensor, dist: Dist) -> Denominators:
@@ -272,53 +186,79 @@ def update_on_batch(
     """
     rows_total = len(batch.rollout)
     mini = update.mini_batch_size // dist.world
-    micro = update.micro_batch_size
     gen = torch.Generator().manual_seed(derive_seed(seed, step, 0))
     # Token counts on the host, copied once: the counts below need no device sync.
     lengths = batch.rollout.response_mask.sum(1).cpu()
-    acc, health = _Accumulator(), _Health(step, dist, debug_checks())
+    ctx = _Step(learner, batch, loss, update, dist, temperature, grad_clip, seed, step, lengths,
+                Accumulator(), Health(step, dist, debug_checks()))
     norms: list[torch.Tensor] = []
-    n_updates = 0
-    for epoch in range(update.epochs):
-        order = _row_order(rows_total, update.shuffle, gen)
-        for start in range(0, rows_total, mini):
-            rows = order[start : start + mini]
-            parts = [rows[i : i + micro] for i in range(0, len(rows), micro)]
-            fill = epoch == 0 and start == 0 and _fills(batch, rows, loss, len(parts))
-            # Before the first update the parameters are those that scored old_logprobs.
-            current = update.selection_logprobs == "current" and not (epoch == 0 and start == 0)
-            sel_seed = derive_seed(seed, step, 1 + n_updates)
-            # A one-micro-batch mini-batch is selected from its own forward (in _micro_step).
-            own = update.fuse_scoring and len(parts) == 1
-            selected: list[torch.Tensor | None] = [None] * len(parts)
-            if loss.selection is not None and not own:
-                selected = _select(learner, batch, parts, loss, dist, temperature, current,
-                                   sel_seed)
-            den = _denominators(lengths[rows], dist)
-            learner.optimizer.zero_grad(set_to_none=True)
-            for j, idx in enumerate(parts):
-                sync = j == len(parts) - 1
-                selector = None
-                if loss.selection is not None and own:
-                    selector = partial(_own_selection, batch, idx, loss, dist, sel_seed, current)
-                with nullcontext() if sync else learner.accelerator.no_sync(learner.model):
-                    obj = _micro_step(learner, batch, idx, loss, selected[j], den, dist.world,
-                                      temperature, fill=fill, selector=selector)
-                health.flag("loss", n_updates, ~torch.isfinite(obj["total"]))
-                acc.add(obj, int(lengths[idx].sum()))
-            norm, bad_weights = _clip_and_step(learner, grad_clip, step, n_updates, dist)
-            health.flag("grad_norm", n_updates, ~torch.isfinite(norm))
-            health.flag("weights", n_updates, bad_weights)
-            norms.append(norm.detach().to(torch.float64))
-            n_updates += 1
-    health.check()
-    out = {f"loss/{k}": v for k, v in acc.result(n_updates, dist).items()}
+    try:
+        for epoch in range(update.epochs):
+            order = _row_order(rows_total, update.shuffle, gen)
+            for start in range(0, rows_total, mini):
+                first = epoch == 0 and start == 0
+                norms.append(_update(ctx, order[start : start + mini], first, len(norms)))
+    except Exception:
+        # Once an update went non-finite, later ones fail input checks: report the cause.
+        ctx.health.check()
+        raise
+    ctx.health.check()
+    out = {f"loss/{k}": v for k, v in ctx.acc.result(len(norms), dist).items()}
     norm_values = torch.stack(norms).tolist()
     out["optim/grad_norm"] = sum(norm_values) / len(norm_values)
     out["optim/grad_norm_max"] = max(norm_values)
     out["optim/lr"] = float(learner.optimizer.param_groups[0]["lr"])
-    out["optim/updates"] = n_updates
+    out["optim/updates"] = len(norms)
     return out
+
+
+class _Step(NamedTuple):
+    """What every optimizer update of one rollout step reads (see :func:`update_on_batch`)."""
+
+    learner: Learner
+    batch: UpdateBatch
+    loss: LossConfig
+    update: UpdateConfig
+    dist: Dist
+    temperature: float
+    grad_clip: float
+    seed: int
+    step: int
+    lengths: torch.Tensor  # [B] response tokens per row, on the host
+    acc: Accumulator
+    health: Health
+
+
+def _update(ctx: _Step, rows: torch.Tensor, first: bool, n_updates: int) -> torch.Tensor:
+    """One optimizer update on the mini-batch ``rows``; its gradient norm (device, float64)."""
+    learner, batch, loss, dist = ctx.learner, ctx.batch, ctx.loss, ctx.dist
+    micro = ctx.update.micro_batch_size
+    parts = [rows[i : i + micro] for i in range(0, len(rows), micro)]
+    fill = first and _fills(batch, rows, loss, len(parts))
+    # Before the first update the parameters are those that scored old_logprobs.
+    current = ctx.update.selection_logprobs == "current" and not first
+    sel_seed = derive_seed(ctx.seed, ctx.step, 1 + n_updates)
+    # A one-micro-batch mini-batch is selected from its own forward (in _micro_step).
+    own = ctx.update.fuse_scoring and len(parts) == 1
+    selected: list[torch.Tensor | None] = [None] * len(parts)
+    if loss.selection is not None and not own:
+        selected = _select(learner, batch, parts, loss, dist, ctx.temperature, current, sel_seed)
+    den = _denominators(ctx.lengths[rows], dist)
+    learner.optimizer.zero_grad(set_to_none=True)
+    for j, idx in enumerate(parts):
+        sync = j == len(parts) - 1
+        selector = None
+        if loss.selection is not None and own:
+            selector = partial(_own_selection, batch, idx, loss, dist, sel_seed, current)
+        with nullcontext() if sync else learner.accelerator.no_sync(learner.model):
+            obj = _micro_step(learner, batch, idx, loss, selected[j], den, dist.world,
+                              ctx.temperature, fill=fill, selector=selector)
+        ctx.health.flag("loss", n_updates, ~torch.isfinite(obj["total"]))
+        ctx.acc.add(obj, int(ctx.lengths[idx].sum()))
+    norm, bad_weights = _clip_and_step(learner, ctx.grad_clip, ctx.step, n_updates, dist)
+    ctx.health.flag("grad_norm", n_updates, ~torch.isfinite(norm))
+    ctx.health.flag("weights", n_updates, bad_weights)
+    return norm.detach().to(torch.float64)
 
 
 def _fills(batch: UpdateBatch, rows: torch.Tensor, loss: LossConfig, n_parts: int) -> bool:
@@ -400,16 +340,10 @@ def _clip_and_step(learner: Learner, grad_clip: float, step: int, update: int,
     else:
         norm = torch.as_tensor(learner.accelerator.clip_grad_norm_(params, max_norm))
     if debug_checks() and dist.max([float(~torch.isfinite(norm))])[0]:
-        raise _non_finite("grad_norm", step, update, deferred=False)
+        raise non_finite_error("grad_norm", step, update, deferred=False)
     learner.optimizer.step()
     learner.scheduler.step()
-    return norm, _weights_non_finite(params)
-
-
-def _weights_non_finite(params: list[torch.Tensor]) -> torch.Tensor:
-    """A bool tensor: some weight of this rank is NaN/inf (read later, see :class:`_Health`)."""
-    local = [p.to_local() if hasattr(p, "to_local") else p for p in params]
-    return torch.stack([~torch.isfinite(p.detach()).all() for p in local]).any()
+    return norm, weights_non_finite(params)
 
 
 @torch.no_grad()
