@@ -158,6 +158,11 @@ class EvalConfig:
     k: int = _f(4, "samples per prompt for avg@k and pass@k")
     temperature: float = _f(0.6, "temperature of the avg@k samples")
     max_new_tokens: int = _f(48, "maximum response length")
+    entropy_samples: int = _f(
+        1,
+        "samples per prompt whose token entropies val/entropy scores (a forward over the "
+        "responses; 0 = all k): 1 costs 1/k of scoring all and estimates the same mean",
+    )
 
 
 @dataclass
@@ -261,6 +266,7 @@ def _validate(cfg: TrainConfig) -> None:
         "optim.warmup_steps": cfg.optim.warmup_steps,
         "checkpoint_every": cfg.checkpoint_every,
         "eval.every": cfg.eval.every,
+        "eval.entropy_samples": cfg.eval.entropy_samples,
         "reward.overlong_buffer": cfg.reward.overlong_buffer,
     }
     for name, amount in non_negative.items():
