@@ -195,6 +195,36 @@ def test_non_finite_weights_stop_the_run_with_exit_2_and_keep_the_last_checkpoin
     assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step_1"]
 
 
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_non_finite_loss_stops_the_run_with_exit_2_and_keeps_the_last_checkpoint(
+        micro_model_dir, tmp_path, monkeypatch, capsys, debug):
+    """The flags are read once per step (or at once with ENTROPYRL_DEBUG_CHECKS=1): either way
+    the bad step's weights are never saved and the message names the step and what broke."""
+    import entropyrl.train.update as update_mod
+
+    monkeypatch.setenv("ENTROPYRL_DEBUG_CHECKS", "1" if debug else "0")
+    out = tmp_path / "run"
+    args = ["train", "-c", "testbed/grpo", "--out", str(out),
+            *tiny(micro_model_dir, "checkpoint_every=1", "update.mini_batch_size=2",
+                  "update.micro_batch_size=2")]
+    real, calls = update_mod.compute_objective, []
+
+    def nan_in_step_2(*a, **k):
+        obj = real(*a, **k)
+        calls.append(1)
+        if len(calls) == 3:  # step 2's first micro-batch (two updates per step)
+            return obj._replace(loss=obj.loss * float("nan"))
+        return obj
+
+    monkeypatch.setattr(update_mod, "compute_objective", nan_in_step_2)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "the loss became NaN/inf at step 2 (update 0)" in err and "Traceback" not in err
+    when = "before this update" if debug else "at the end of the step, before saving"
+    assert when in err
+    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step_1"]
+
+
 def test_a_full_disk_at_a_checkpoint_keeps_the_last_one_and_says_how_much_is_needed(
         micro_model_dir, tmp_path, monkeypatch, capsys):
     import errno

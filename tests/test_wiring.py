@@ -29,7 +29,9 @@ def tiny(model_dir, *extra):
         "rollout.group_size=4", "rollout.max_new_tokens=12", "update.mini_batch_size=8",
         "update.micro_batch_size=4", "update.epochs=2", "loss.kl_cov.ratio=0.05",
         "eval.every=0", "data.testbed.train_size=64", "data.testbed.val_size=8", "optim.lr=1e-3",
-        "optim.eps=1e-4", "progress=false", *extra,
+        "optim.eps=1e-4", "progress=false",
+        # The recorded ΔH is the whole batch's (the sampled estimate: test_step_fusion.py).
+        "dynamics.entropy_after_fraction=1", *extra,
     ])
 
 

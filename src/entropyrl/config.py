@@ -141,6 +141,13 @@ class UpdateConfig:
         "parameters before each mini-batch (the paper's definition); 'old' = rollout-time "
         "log-probs (free, equal at the first update)",
     )
+    fuse_scoring: bool = _f(
+        True,
+        "take log π_old and the rollout entropy of the first mini-batch's rows from the first "
+        "update's own forward, and a one-micro-batch mini-batch's Clip-Cov/KL-Cov selection "
+        "from its forward, instead of separate no-grad passes (same values, fewer forwards; "
+        "with one update per batch no scoring pass is left)",
+    )
 
 
 @dataclass
@@ -168,6 +175,23 @@ class EvalConfig:
     k: int = _f(4, "samples per prompt for avg@k and pass@k")
     temperature: float = _f(0.6, "temperature of the avg@k samples")
     max_new_tokens: int = _f(48, "maximum response length")
+    entropy_samples: int = _f(
+        1,
+        "samples per prompt whose token entropies val/entropy scores (a forward over the "
+        "responses; 0 = all k): 1 costs 1/k of scoring all and estimates the same mean",
+    )
+
+
+@dataclass
+class DynamicsConfig:
+    """Entropy-dynamics diagnostics (docs/dynamics.md)."""
+
+    entropy_after_fraction: float = _f(
+        0.25,
+        "share of each prompt group's responses re-scored after the update to measure the "
+        "same-batch ΔH (dyn/delta_entropy): round(fraction x group_size), at least 1, drawn "
+        "at random each step; 1 = the whole batch (docs/dynamics.md: the estimator's spread)",
+    )
 
 
 @dataclass
@@ -209,6 +233,7 @@ class TrainConfig:
     update: UpdateConfig = _f(UpdateConfig(), "mini/micro-batching")
     optim: OptimConfig = _f(OptimConfig(), "optimizer")
     eval: EvalConfig = _f(EvalConfig(), "validation")
+    dynamics: DynamicsConfig = _f(DynamicsConfig(), "entropy-dynamics diagnostics")
     control: ControlConfig = _f(ControlConfig(), "closed-loop entropy control")
     prime: PrimeConfig = _f(PrimeConfig(), "PRIME's implicit process reward model")
     checkpoint_every: int = _f(0, "save a checkpoint every this many steps (0 = only at the end)")
@@ -259,6 +284,7 @@ def _validate(cfg: TrainConfig) -> None:
         "optim.warmup_steps": cfg.optim.warmup_steps,
         "checkpoint_every": cfg.checkpoint_every,
         "eval.every": cfg.eval.every,
+        "eval.entropy_samples": cfg.eval.entropy_samples,
         "reward.overlong_buffer": cfg.reward.overlong_buffer,
     }
     for name, amount in non_negative.items():
@@ -274,6 +300,9 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValueError("loss.tis_cap: truncated importance sampling needs the sampler's "
                          "log-probs, which only rollout.engine=vllm reports; set "
                          "rollout.engine=vllm or loss.tis_cap=0")
+    if not 0 < cfg.dynamics.entropy_after_fraction <= 1:
+        raise ValueError(f"dynamics.entropy_after_fraction: expected a value in (0, 1], got "
+                         f"{cfg.dynamics.entropy_after_fraction}")
     if not 0 < cfg.rollout.top_p <= 1:
         raise ValueError(f"rollout.top_p: expected a value in (0, 1], got {cfg.rollout.top_p}")
     if not (cfg.prime.beta > 0 and 0 < cfg.prime.lr <= 1):

@@ -26,6 +26,14 @@ from entropyrl.policy import response_token_stats
 from entropyrl.rewards.result import RewardResult
 from entropyrl.rollout import Rollout, RolloutEngine, SamplingParams
 
+# Prompts per engine call in the trainer's validation. On the CPU testbed 64 is the fastest
+# measured (bench/bench_validation.py, CPU time of a validation): 256 in one call takes 1.62x
+# (every decode loop runs to its longest response, and more rows make a long one likelier), 16
+# takes 1.70x (per-call overhead).
+VAL_BATCH_PROMPTS = 64
+# Responses per forward when scoring the validation entropies (bounds its activations).
+STATS_ROWS = 64
+
 ScoreBatch = Callable[[list[str], list[dict[str, Any]]], list[RewardResult]]
 # (kind, rows, texts, scores), one row/text/score per response
 OnSamples = Callable[[str, list[dict[str, Any]], list[str], list[RewardResult]], None]
@@ -49,12 +57,15 @@ class EvalSpec:
         k: samples per prompt for avg@k and pass@k (0 = none).
         temperature: temperature of the samples.
         max_new_tokens: response length limit.
+        entropy_samples: samples per prompt whose token entropies the entropy metric scores
+            (the first ones of each prompt; 0 = all ``k``). The length metrics count all.
     """
 
     greedy: bool = True
     k: int = 0
     temperature: float = 0.6
     max_new_tokens: int = 512
+    entropy_samples: int = 0
 
 
 @dataclass
@@ -79,23 +90,32 @@ class SourceResult:
 class _Sums:
     def __init__(self) -> None:
         self.greedy = self.samples = self.passes = 0.0
-        self.ent = self.tokens = 0.0
+        self.ent = self.tokens = self.ent_tokens = 0.0
         self.n_resp = self.truncated = 0
 
-    def add_stats(self, model: Any, roll: Rollout, temperature: float) -> None:
-        st = response_token_stats(model, roll.input_ids, roll.attention_mask, roll.prompt_len,
-                                  temperature=temperature, with_entropy=True)
-        assert st.entropy is not None
+    def add_stats(self, model: Any, roll: Rollout, temperature: float,
+                  scored: Rollout | None = None) -> None:
+        """Lengths and truncations of ``roll``; entropies of ``scored`` (default ``roll``)."""
         m = roll.response_mask
-        self.ent += float(st.entropy[m].sum())
         self.tokens += float(m.sum())
         self.n_resp += len(roll)
         self.truncated += int(roll.truncated.sum())
+        roll = roll if scored is None else scored
+        ent = 0.0
+        for r0 in range(0, len(roll), STATS_ROWS):
+            rows = slice(r0, r0 + STATS_ROWS)
+            st = response_token_stats(model, roll.input_ids[rows], roll.attention_mask[rows],
+                                      roll.prompt_len, temperature=temperature,
+                                      with_entropy=True)
+            assert st.entropy is not None
+            ent += float(st.entropy[roll.response_mask[rows]].sum())
+        self.ent += ent
+        self.ent_tokens += float(roll.response_mask.sum())
 
 
 def _sums_of(s: _Sums, dist: Dist) -> _Sums:
     """The sums of every rank."""
-    keys = ("greedy", "samples", "passes", "ent", "tokens", "n_resp", "truncated")
+    keys = ("greedy", "samples", "passes", "ent", "tokens", "ent_tokens", "n_resp", "truncated")
     total = dist.sum([float(getattr(s, k)) for k in keys])
     out = _Sums()
     for k, v in zip(keys, total, strict=True):
@@ -162,8 +182,12 @@ def evaluate_source(
             for i in range(len(chunk)):
                 c = sum(r.solved for r in results[i * k : (i + 1) * k])
                 s.passes += pass_at_k(k, c, k)
+            scored = None
+            if 0 < spec.entropy_samples < k:
+                keep = torch.arange(len(roll)) % k < spec.entropy_samples
+                scored = roll.select(keep.nonzero().squeeze(1).to(roll.input_ids.device))
             with autocast():
-                s.add_stats(model, roll, spec.temperature)
+                s.add_stats(model, roll, spec.temperature, scored)
         if on_batch is not None:
             on_batch(len(chunk))
     s = _sums_of(s, dist)
@@ -176,7 +200,7 @@ def evaluate_source(
         k=spec.k,
         temperature=spec.temperature if spec.k else None,
         response_len=s.tokens / max(s.n_resp, 1),
-        entropy=s.ent / max(s.tokens, 1.0),
+        entropy=s.ent / max(s.ent_tokens, 1.0),
         truncated=s.truncated,
     )
 
@@ -193,14 +217,18 @@ def validate(
     acc: str = "greedy",
     dist: Dist | None = None,
     autocast: Callable[[], Any] = contextlib.nullcontext,
+    entropy_samples: int = 0,
 ) -> dict[str, float]:
     """The trainer's ``val/*`` metrics over all validation rows (see docs/metrics.md).
 
     ``acc`` chooses what ``val/acc`` (the law's ``R``) reports: ``greedy`` accuracy or the
-    ``sampled`` avg@k. With several ranks each validates a slice (see :func:`evaluate_source`).
+    ``sampled`` avg@k; ``entropy_samples`` as in :class:`EvalSpec`. With several ranks each
+    validates a slice (see :func:`evaluate_source`).
     """
-    spec = EvalSpec(greedy=True, k=k, temperature=temperature, max_new_tokens=max_new_tokens)
-    res = evaluate_source(engine, model, rows, score_batch, spec, dist=dist, autocast=autocast)
+    spec = EvalSpec(greedy=True, k=k, temperature=temperature, max_new_tokens=max_new_tokens,
+                    entropy_samples=entropy_samples)
+    res = evaluate_source(engine, model, rows, score_batch, spec, dist=dist, autocast=autocast,
+                          batch_prompts=VAL_BATCH_PROMPTS)
     greedy, sampled = float(res.greedy_acc or 0.0), float(res.avg_at_k or 0.0)
     return {
         "val/acc": sampled if acc == "sampled" else greedy,

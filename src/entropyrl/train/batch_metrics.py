@@ -66,12 +66,25 @@ def entropy_metrics(entropy: torch.Tensor, mask: torch.Tensor, dist: Dist) -> di
     }
 
 
+def subset_entropy_change(before: torch.Tensor, after: torch.Tensor, mask: torch.Tensor,
+                          dist: Dist) -> float:
+    """Same-batch ``ΔH`` on a sample of rows: token-mean ``after`` − token-mean ``before``.
+
+    ``before``/``after`` ``[b, R]``: the entropies of the same tokens under the policy before
+    and after the step's updates (all ranks' rows; the paired difference over one set of
+    tokens). On the whole batch it is ``entropy_after − train/entropy``.
+    """
+    return (entropy_metrics(after, mask, dist)["train/entropy"]
+            - entropy_metrics(before, mask, dist)["train/entropy"])
+
+
 def entropy_change(before: float, after: float, cov_npg: float) -> dict[str, float]:
     """``dyn/*`` of the same-batch entropy change next to its first-order prediction.
 
     ``before``/``after``: token-mean entropy of the batch under the policy before and after
-    the step's updates; the prediction is ``ΔH ≈ −Cov(log π, A)`` (paper Eq. 10, natural-PG
-    form, in units of the step size).
+    the step's updates (``after`` estimated as ``before`` plus the sampled
+    :func:`subset_entropy_change` when only part of the batch is re-scored); the prediction
+    is ``ΔH ≈ −Cov(log π, A)`` (paper Eq. 10, natural-PG form, in units of the step size).
     """
     return {
         "dyn/entropy_before": before,

@@ -112,7 +112,8 @@ def run_validation(run: Run, step: int) -> dict[str, float]:
             policy = getattr(run.engine, "model", policy)
         out = validate(run.engine, policy, run.tasks.val, run.tasks.score_batch, k=cfg.eval.k,
                        temperature=cfg.eval.temperature, max_new_tokens=cfg.eval.max_new_tokens,
-                       acc=cfg.eval.acc, dist=run.dist, autocast=run.learner.autocast)
+                       acc=cfg.eval.acc, dist=run.dist, autocast=run.learner.autocast,
+                       entropy_samples=cfg.eval.entropy_samples)
     out["time/eval_s"] = time.perf_counter() - t
     return out
 

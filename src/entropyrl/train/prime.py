@@ -21,6 +21,7 @@ checkpointed in Hugging Face format in ``step_N/prm/`` and its optimizer state i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -37,6 +38,7 @@ from entropyrl.policy import response_token_stats
 from entropyrl.prime import implicit_process_rewards, prime_advantages
 from entropyrl.rollout import Rollout
 from entropyrl.train.update import Learner, _clip_and_step
+from entropyrl.train.update_checks import NonFiniteError
 
 PRM_DIR = "prm"
 
@@ -131,7 +133,12 @@ def update_prm(prm: Learner, roll: Rollout, ref_logprobs: torch.Tensor, labels: 
             prm.accelerator.backward(loss * dist.world)
         loss_sum = loss_sum + loss.detach()
         agree = agree + ((q.detach() > 0).float() == y).float().sum()
-    norm = _clip_and_step(prm, cfg.optim.grad_clip, step, 0, dist)
+    norm_t, bad = _clip_and_step(prm, cfg.optim.grad_clip, step, 0, dist)
+    norm = float(norm_t)
+    if dist.max([float(bad)])[0] or not math.isfinite(norm):
+        raise NonFiniteError(
+            f"PRIME's reward model became NaN/inf at step {step} (gradient norm {norm}). Lower "
+            "prime.lr or prime.beta, or keep optim.grad_clip > 0; the last checkpoint is intact.")
     total_loss, total_agree = dist.sum([float(loss_sum), float(agree)])
     return {"prime/loss": total_loss, "prime/label_acc": total_agree / max(n_total, 1.0),
             "prime/grad_norm": norm}
