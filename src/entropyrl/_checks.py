@@ -32,6 +32,11 @@ _ALWAYS = ("1", "on", "true", "yes")
 _NEVER = ("0", "off", "false", "no")
 
 
+def debug_checks_forced() -> bool:
+    """``ENTROPYRL_DEBUG_CHECKS`` asks for every check, everywhere (1, true, ...)."""
+    return os.environ.get(DEBUG_CHECKS_ENV, "").strip().lower() in _ALWAYS
+
+
 def value_checks_enabled(x: torch.Tensor) -> bool:
     """Whether value checks on ``x`` run (``ENTROPYRL_DEBUG_CHECKS``; module docstring).
 

@@ -1,16 +1,15 @@
 """The update's bookkeeping on the device: metrics accumulated, non-finite values flagged.
 
 Neither stops the device per micro-batch: values stay tensors and are read once per step
-(:meth:`Accumulator.result`, :meth:`Health.check`). ``ENTROPYRL_DEBUG_CHECKS=1`` makes
+(:meth:`Accumulator.result`, :meth:`Health.check`). ``ENTROPYRL_DEBUG_CHECKS=1`` (or on, true, yes) makes
 :meth:`Health.flag` read each flag at once, stopping before the bad update.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from entropyrl._checks import debug_checks_forced
 from entropyrl.distributed import Dist
 from entropyrl.errors import UserError
 
@@ -26,7 +25,7 @@ class NonFiniteError(UserError):
 
 def debug_checks() -> bool:
     """``ENTROPYRL_DEBUG_CHECKS=1``: read every non-finite flag at once (a host sync each)."""
-    return os.environ.get("ENTROPYRL_DEBUG_CHECKS", "") == "1"
+    return debug_checks_forced()
 
 
 class Accumulator:
