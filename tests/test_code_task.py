@@ -166,3 +166,4 @@ def test_the_train_flag_turns_on_the_unsafe_mode(tmp_path, monkeypatch):
     assert main(["train", "-c", "testbed/grpo", "--out", str(tmp_path / "o"),
                  "--unsafe-rlimits-only"]) == 0
     assert [c.data.code.unsafe_rlimits_only for c in seen] == [False, True]
+    assert [c.data.testbed_code.unsafe_rlimits_only for c in seen] == [False, True]

@@ -75,3 +75,32 @@ def test_two_ranks_with_different_keys_agree_with_one_process():
         mp.spawn(_worker, args=(2, free_port(), out), nprocs=2, join=True)
         got = [dict(out[0]), dict(out[1])]
     assert got[0] == got[1] == pytest.approx(want, rel=1e-12)
+
+
+def test_collect_logs_the_info_of_the_kept_responses_only():
+    """Dynamic sampling drops equal-reward groups; their info must not reach the metrics."""
+    from test_wiring import FixedEngine
+
+    from entropyrl.config import load_config
+    from entropyrl.rewards.result import RewardResult
+    from entropyrl.tasks import PromptSampler
+    from entropyrl.train.collect import collect
+
+    rounds = iter([
+        [(1, "ok"), (0, "wrong"), (0, "timeout"), (0, "timeout")],  # group 2 equal: dropped
+        [(0, "crash"), (0, "crash"), (1, "ok"), (0, "wrong")],  # group 1 equal: dropped
+    ])
+
+    def score(texts, rows):
+        return [RewardResult(float(s), bool(s), {"status": st, "n": len(st)})
+                for s, st in next(rounds)]
+
+    cfg = load_config("testbed/grpo", ["rollout.n_prompts=2", "rollout.group_size=2",
+                                       "update.mini_batch_size=4", "update.micro_batch_size=4",
+                                       "rollout.max_new_tokens=4", "rollout.dynamic_sampling=true",
+                                       "rollout.max_gen_batches=3"])
+    got = collect(FixedEngine([[7, 2]]), [{"prompt": "p"}] * 4, PromptSampler(4, 0), score,
+                  rollout=cfg.rollout, reward=cfg.reward, dist=Dist.single(), pad_token_id=0)
+    assert got.metrics["train/gen_batches"] == 2
+    assert {k: v for k, v in got.metrics.items() if k.startswith("reward/")} == {
+        "reward/n": 3.5, "reward/status/ok": 0.5, "reward/status/wrong": 0.5}

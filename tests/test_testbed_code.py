@@ -1,6 +1,7 @@
 """The testbed code task: the answer after the last '#' runs as Python in the real sandbox."""
 
 import pytest
+from test_trainer import documented_keys
 
 from entropyrl.config import load_config
 from entropyrl.errors import UserError
@@ -98,6 +99,7 @@ def test_two_steps_of_the_preset_run_the_code_reward(tmp_path, monkeypatch):
         "data.testbed_code.train_size=32", "progress=false"])
     rows = read_metrics(train(cfg, tmp_path / "run") / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
+    assert set().union(*rows) - set(documented_keys()) == set()  # docs/metrics.md lists them
     for r in rows:
         status = {k: v for k, v in r.items() if k.startswith("reward/status/")}
         assert status and sum(status.values()) == pytest.approx(1.0)

@@ -32,7 +32,7 @@ class TestbedCodeData(TestbedData):
     timeout_s: float = _f(1.0, "wall-clock limit per answer in seconds")
     memory_mb: int = _f(256, "address-space limit of an answer's process in MiB")
     sandbox_batch: int = _f(
-        8, "answers evaluated one after the other in one sandbox (1 = each in its own sandbox: "
+        32, "answers evaluated one after the other in one sandbox (1 = each in its own sandbox: "
         "full isolation, one sandbox start per answer)"
     )
     unsafe_rlimits_only: bool = _f(
