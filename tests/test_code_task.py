@@ -92,8 +92,9 @@ def test_answers_run_against_their_tests(tmp_path):
     got = score_code([c[1] for c in cases], [c[0] for c in cases], section, workers=2)
     assert [r.solved for r in got] == [c[2] for c in cases]
     assert [r.score for r in got] == [float(c[2]) for c in cases]
-    assert got[-1].info == {"status": "no_code"}
-    assert got[5].info == {"status": "wrong", "passed": 1, "total": 2}  # 3 is right once
+    assert got[-1].info == {"status": "no_code", "passed": 0, "total": 1, "passed_frac": 0.0}
+    assert got[5].info == {"status": "wrong", "passed": 1, "total": 2,  # 3 is right once
+                           "passed_frac": 0.5}
     # With partial credit the score is the share of tests passed; solved still needs all.
     section.partial_credit = True
     (half,) = score_code([cases[5][1]], [cases[5][0]], section, workers=1)
@@ -165,3 +166,4 @@ def test_the_train_flag_turns_on_the_unsafe_mode(tmp_path, monkeypatch):
     assert main(["train", "-c", "testbed/grpo", "--out", str(tmp_path / "o"),
                  "--unsafe-rlimits-only"]) == 0
     assert [c.data.code.unsafe_rlimits_only for c in seen] == [False, True]
+    assert [c.data.testbed_code.unsafe_rlimits_only for c in seen] == [False, True]

@@ -26,6 +26,22 @@ class TestbedData:
 
 
 @dataclass
+class TestbedCodeData(TestbedData):
+    """The testbed's arithmetic, the answer run as Python in the sandbox (docs/tasks.md)."""
+
+    timeout_s: float = _f(1.0, "wall-clock limit per answer in seconds")
+    memory_mb: int = _f(256, "address-space limit of an answer's process in MiB")
+    sandbox_batch: int = _f(
+        32, "answers evaluated one after the other in one sandbox (1 = each in its own sandbox: "
+        "full isolation, one sandbox start per answer)"
+    )
+    unsafe_rlimits_only: bool = _f(
+        False, "run the answers WITHOUT the sandbox (resource limits only), with a warning on "
+        "every batch"
+    )
+
+
+@dataclass
 class MathData:
     """Math datasets with boxed answers, checked by math-verify (docs/data.md)."""
 
@@ -74,11 +90,13 @@ class PythonData:
 class DataConfig:
     """Where prompts come from: the task, and its own section."""
 
-    task: Literal["testbed", "math", "code", "python"] = _f(
-        "testbed", "task: the embedded synthetic testbed, math datasets, code problems, or "
-        "python (your own prompts and reward.fn); its settings are in data.<task>"
+    task: Literal["testbed", "testbed_code", "math", "code", "python"] = _f(
+        "testbed", "task: the embedded synthetic testbed, the testbed with answers run as "
+        "Python (testbed_code), math datasets, code problems, or python (your own prompts and "
+        "reward.fn); its settings are in data.<task>"
     )
     testbed: TestbedData = _f(TestbedData(), "the testbed task")
+    testbed_code: TestbedCodeData = _f(TestbedCodeData(), "the testbed task, answers run as Python")
     math: MathData = _f(MathData(), "the math task")
     code: CodeData = _f(CodeData(), "the code task")
     python: PythonData = _f(PythonData(), "your own task")

@@ -30,9 +30,10 @@ def add_parser(sub: Any) -> None:
                    help="resume even if the config differs from the checkpoint's (the change "
                         "is recorded in config_changes.jsonl)")
     p.add_argument("--unsafe-rlimits-only", action="store_true",
-                   help="code task: run the answers WITHOUT the bubblewrap sandbox, under "
+                   help="code tasks: run the answers WITHOUT the bubblewrap sandbox, under "
                         "resource limits only (they can read your files and use the network); "
-                        "the same as data.code.unsafe_rlimits_only=true")
+                        "the same as data.code.unsafe_rlimits_only=true and "
+                        "data.testbed_code.unsafe_rlimits_only=true")
     plan = p.add_argument_group(
         "dry run", "plan the per-device memory of the run without loading weights or data"
     )
@@ -68,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
         flag = "--" + planning[0].replace("_", "-")
         raise UserError(f"{flag} only applies with --dry-run; add --dry-run or drop {flag}.")
     overrides = [*args.overrides,
-                 *(["data.code.unsafe_rlimits_only=true"] if args.unsafe_rlimits_only else [])]
+                 *(["data.code.unsafe_rlimits_only=true",
+                    "data.testbed_code.unsafe_rlimits_only=true"]
+                   if args.unsafe_rlimits_only else [])]
     if args.dry_run:
         return dry_run(load_config(args.config, overrides), args)
     if args.out is None:

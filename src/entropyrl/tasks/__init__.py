@@ -5,6 +5,8 @@ training and validation rows and the reward), and checks of its section. ``rewar
 replaces any task's reward with the user's function (:mod:`entropyrl.rewards.user`).
 
 * ``testbed``: the embedded synthetic arithmetic (:mod:`.testbed`);
+* ``testbed_code``: the same arithmetic, the answer run as a Python expression in the code
+  sandbox (:mod:`.testbed_code`);
 * ``math``: math datasets scored by math-verify (:mod:`.math`);
 * ``code``: coding problems, the answer run against tests in a sandbox (:mod:`.code`);
 * ``python``: the user's own prompts and reward function (:mod:`.python`).
@@ -17,7 +19,7 @@ from typing import Any, NamedTuple
 
 from entropyrl.config import DataConfig, RewardConfig
 from entropyrl.errors import UserError
-from entropyrl.tasks import code, math, python, testbed
+from entropyrl.tasks import code, math, python, testbed, testbed_code
 from entropyrl.tasks.base import PromptSampler, Row, TaskSet
 
 
@@ -36,6 +38,7 @@ class Task(NamedTuple):
 
 TASKS: dict[str, Task] = {
     "testbed": Task(testbed.load, testbed.check),
+    "testbed_code": Task(testbed_code.load, testbed_code.check),
     "math": Task(math.load, math.check),
     "code": Task(code.load, code.check),
     "python": Task(python.load, python.check),

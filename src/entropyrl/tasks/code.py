@@ -3,7 +3,9 @@
 Rows come from :mod:`entropyrl.data.code` (KodCode, APPS/TACO/Eurus-2, generic). Every answer
 runs in the bubblewrap sandbox of :mod:`entropyrl.rewards.code`, ``reward.workers`` at a time.
 The score is 1 when every test passes (or, with ``data.code.partial_credit``, the share that
-pass); solved means every test passed. An answer without a fenced code block scores 0.
+pass); solved means every test passed. An answer without a fenced code block scores 0. Each
+result's info holds the sandbox's ``status`` (``no_code`` without a code block), ``passed``,
+``total`` and ``passed_frac`` (logged as ``reward/*``, docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -89,7 +91,9 @@ def score_code(texts: list[str], rows: list[Row], section: CodeData,
     for i, (text, row) in enumerate(zip(texts, rows, strict=True)):
         code = extract_code(text)
         if code is None:
-            results[i] = RewardResult(0.0, False, {"status": "no_code"})
+            results[i] = RewardResult(0.0, False, {"status": "no_code", "passed": 0,
+                                                   "total": len(row["tests"]),
+                                                   "passed_frac": 0.0})
             continue
         programs.append(code + "\n" + row["prelude"])
         tests.append(row["tests"])
@@ -101,7 +105,7 @@ def score_code(texts: list[str], rows: list[Row], section: CodeData,
         solved = r.total > 0 and r.passed == r.total
         score = r.fraction if section.partial_credit else float(solved)
         results[i] = RewardResult(score, solved, {"status": r.status, "passed": r.passed,
-                                                  "total": r.total})
+                                                  "total": r.total, "passed_frac": r.fraction})
     return [r for r in results if r is not None]
 
 

@@ -11,20 +11,20 @@ from entropyrl.rewards.result import RewardResult, full_credit
 from entropyrl.tasks.base import Row, TaskSet
 
 
-def check(section: TestbedData) -> None:
-    """``data.testbed.ops`` and ``difficulty`` name known operations and carry levels."""
+def check(section: TestbedData, name: str = "testbed") -> None:
+    """``data.<name>.ops`` and ``difficulty`` name known operations and carry levels."""
     from entropyrl.testbed.tasks import DIFFICULTIES, OPS
 
     for i, op in enumerate(section.ops):
         if op not in OPS:
-            raise UserError(f"data.testbed.ops[{i}]: expected one of {list(OPS)}, got {op!r}")
+            raise UserError(f"data.{name}.ops[{i}]: expected one of {list(OPS)}, got {op!r}")
     if any(d not in DIFFICULTIES for d in section.difficulty):
-        raise UserError(f"data.testbed.difficulty: expected levels in {list(DIFFICULTIES)}, "
+        raise UserError(f"data.{name}.difficulty: expected levels in {list(DIFFICULTIES)}, "
                         f"got {section.difficulty}")
 
 
-def load(section: TestbedData, reward: RewardConfig, tokenizer: Any = None) -> TaskSet:
-    """Training and validation rows generated from ``data.testbed.seed``; reward 1 if exact."""
+def make_rows(section: TestbedData) -> tuple[list[Row], list[Row]]:
+    """Training and validation rows generated from the section's seed, operations and levels."""
     from entropyrl import testbed
 
     ops = section.ops or list(testbed.tasks.OPS)
@@ -33,8 +33,15 @@ def load(section: TestbedData, reward: RewardConfig, tokenizer: Any = None) -> T
     def split(name: str, n: int) -> list[Row]:
         return testbed.make_tasks(name, n, section.seed, levels, ops)  # type: ignore[arg-type]
 
+    return split("train", section.train_size), split("val", section.val_size)
+
+
+def load(section: TestbedData, reward: RewardConfig, tokenizer: Any = None) -> TaskSet:
+    """Training and validation rows generated from ``data.testbed.seed``; reward 1 if exact."""
+    from entropyrl import testbed
+
     def exact(texts: list[str], rows: list[Row]) -> list[RewardResult]:
         return full_credit([testbed.score(t, r["answer"])
                             for t, r in zip(texts, rows, strict=True)])
 
-    return TaskSet(split("train", section.train_size), split("val", section.val_size), exact)
+    return TaskSet(*make_rows(section), exact)

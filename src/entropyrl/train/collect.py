@@ -9,7 +9,7 @@ own batch is short, so the prompt sampler advances identically on all ranks.
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -19,6 +19,7 @@ from entropyrl.rewards import overlong_penalties
 from entropyrl.rollout import Rollout, RolloutEngine, SamplingParams, concat_rollouts
 from entropyrl.tasks import PromptSampler
 from entropyrl.tasks.base import Row, ScoreBatch
+from entropyrl.train.reward_info import reward_info_metrics
 
 
 class Collected(NamedTuple):
@@ -28,7 +29,8 @@ class Collected(NamedTuple):
         rollout: ``B`` sampled responses (``B = rollout.n_prompts·G / world``).
         rewards: ``[B]`` rewards used for the advantages (after any shaping).
         solved: ``[B]`` bool, responses the reward counts as solved.
-        metrics: generation counters (summed over ranks) and timings.
+        metrics: generation counters (summed over ranks), timings, and the reward info of
+            the kept responses as ``reward/*`` (over all ranks, :mod:`.reward_info`).
     """
 
     rollout: Rollout
@@ -66,6 +68,7 @@ def collect(
     kept: list[Rollout] = []
     kept_rewards: list[torch.Tensor] = []
     kept_solved: list[torch.Tensor] = []
+    kept_info: list[Any] = []  # RewardResult.info of the kept responses, in batch order
     n_kept, rounds, n_groups, n_mixed = 0, 0, 0, 0
     t_gen = t_rew = 0.0
     while rounds < rollout.max_gen_batches:
@@ -91,6 +94,7 @@ def collect(
         n_mixed += int(mixed.sum())
         if not rollout.dynamic_sampling:
             kept, kept_rewards, kept_solved, n_kept = [roll], [rewards], [solved], len(mine)
+            kept_info = [r.info for r in results]
             break
         # Mixed groups first; on the last allowed round, top up with equal-reward groups
         # (zero advantage) so every step, and every rank, has the same batch size.
@@ -102,6 +106,7 @@ def collect(
             kept.append(roll.select(rows_idx.to(roll.input_ids.device)))
             kept_rewards.append(rewards[rows_idx])
             kept_solved.append(solved[rows_idx])
+            kept_info += [results[i].info for i in rows_idx.tolist()]
             n_kept += len(take)
     batch = concat_rollouts(kept, pad_token_id)
     rewards = torch.cat(kept_rewards).to(batch.input_ids.device)
@@ -113,5 +118,6 @@ def collect(
         "time/rollout_s": t_gen,
         "time/reward_s": t_rew,
         "time/tokens_per_s": n_tokens / max(t_gen, 1e-9),
+        **reward_info_metrics(kept_info, dist),
     }
     return Collected(batch, rewards, torch.cat(kept_solved).to(rewards.device), metrics)

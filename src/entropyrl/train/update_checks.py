@@ -1,8 +1,8 @@
 """The update's bookkeeping on the device: metrics accumulated, non-finite values flagged.
 
 Neither stops the device per micro-batch: values stay tensors and are read once per step
-(:meth:`Accumulator.result`, :meth:`Health.check`). ``ENTROPYRL_DEBUG_CHECKS=1`` (or on, true, yes) makes
-:meth:`Health.flag` read each flag at once, stopping before the bad update.
+(:meth:`Accumulator.result`, :meth:`Health.check`). ``ENTROPYRL_DEBUG_CHECKS=1`` (or on,
+true, yes) makes :meth:`Health.flag` read each flag at once, stopping before the bad update.
 """
 
 from __future__ import annotations

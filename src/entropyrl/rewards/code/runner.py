@@ -36,6 +36,7 @@ EXIT_MEMORY = 86  # the driver's exit code for a test that raised MemoryError (s
 STARTUP_GRACE_S = 10.0  # host deadline = this + per test (timeout_s + TEST_SLACK_S)
 TEST_SLACK_S = 0.5
 MAX_FILES = 64
+NOT_RUN = "not run"  # the detail of the tests after the one during which a sandbox ended
 
 
 @dataclass(frozen=True)
@@ -368,7 +369,7 @@ def _score(
         first = TestOutcome("timeout", 0.0, "host deadline") if killed else TestOutcome(
             "crash", 0.0, "the sandbox ended during this test (its driver was killed)")
         outcomes.append(first)
-        outcomes += [TestOutcome(first.status, 0.0, "not run")] * (n - k - 1)
+        outcomes += [TestOutcome(first.status, 0.0, NOT_RUN)] * (n - k - 1)
     passed = sum(o.status == "ok" for o in outcomes)
     for i, o in enumerate(outcomes):
         if o.status != "ok":
