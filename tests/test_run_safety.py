@@ -180,7 +180,7 @@ def test_non_finite_weights_stop_the_run_with_exit_2_and_keep_the_last_checkpoin
     out = tmp_path / "run"
     args = ["train", "-c", "testbed/grpo", "--out", str(out),
             *tiny(micro_model_dir, "checkpoint_every=1")]
-    real_step = update_mod._clip_and_step
+    real_step = update_mod.clip_and_step
 
     def poison_at_step_2(learner, grad_clip, step, update, dist):
         if step == 2:  # what an absurd learning rate or a bad kernel would do
@@ -188,7 +188,7 @@ def test_non_finite_weights_stop_the_run_with_exit_2_and_keep_the_last_checkpoin
                 group["lr"] = float("inf")
         return real_step(learner, grad_clip, step, update, dist)
 
-    monkeypatch.setattr(update_mod, "_clip_and_step", poison_at_step_2)
+    monkeypatch.setattr(update_mod, "clip_and_step", poison_at_step_2)
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "weights became NaN/inf" in err and "step 2" in err and "Traceback" not in err

@@ -37,7 +37,7 @@ from entropyrl.models import load_model_and_tokenizer
 from entropyrl.policy import response_token_stats
 from entropyrl.prime import implicit_process_rewards, prime_advantages
 from entropyrl.rollout import Rollout
-from entropyrl.train.update import Learner, _clip_and_step
+from entropyrl.train.update import Learner, clip_and_step
 from entropyrl.train.update_checks import NonFiniteError
 
 PRM_DIR = "prm"
@@ -133,7 +133,7 @@ def update_prm(prm: Learner, roll: Rollout, ref_logprobs: torch.Tensor, labels: 
             prm.accelerator.backward(loss * dist.world)
         loss_sum = loss_sum + loss.detach()
         agree = agree + ((q.detach() > 0).float() == y).float().sum()
-    norm_t, bad = _clip_and_step(prm, cfg.optim.grad_clip, step, 0, dist)
+    norm_t, bad = clip_and_step(prm, cfg.optim.grad_clip, step, 0, dist)
     norm = float(norm_t)
     if dist.max([float(bad)])[0] or not math.isfinite(norm):
         raise NonFiniteError(

@@ -255,7 +255,7 @@ def _update(ctx: _Step, rows: torch.Tensor, first: bool, n_updates: int) -> torc
                               ctx.temperature, fill=fill, selector=selector)
         ctx.health.flag("loss", n_updates, ~torch.isfinite(obj["total"]))
         ctx.acc.add(obj, int(ctx.lengths[idx].sum()))
-    norm, bad_weights = _clip_and_step(learner, ctx.grad_clip, ctx.step, n_updates, dist)
+    norm, bad_weights = clip_and_step(learner, ctx.grad_clip, ctx.step, n_updates, dist)
     ctx.health.flag("grad_norm", n_updates, ~torch.isfinite(norm))
     ctx.health.flag("weights", n_updates, bad_weights)
     return norm.detach().to(torch.float64)
@@ -326,7 +326,7 @@ def _micro_step(
     return metrics
 
 
-def _clip_and_step(learner: Learner, grad_clip: float, step: int, update: int,
+def clip_and_step(learner: Learner, grad_clip: float, step: int, update: int,
                    dist: Dist) -> tuple[torch.Tensor, torch.Tensor]:
     """Clip, step; ``(gradient norm, weights-became-non-finite flag)`` as device tensors."""
     params = [p for p in learner.model.parameters() if p.requires_grad]
