@@ -55,6 +55,9 @@ def test_a_learning_prm_moves_and_changes_the_advantages(micro_model_dir, tmp_pa
         assert r["prime/token_reward_abs_mean"] > 0
     # The PRM's first loss is at q = 0 (PRM = reference): log 2 whatever the labels.
     assert rows[0]["prime/loss"] == pytest.approx(math.log(2), rel=1e-6)
+    # ...and q = 0 counts as "unsolved": the labels the PRM saw are the batch's solved flags.
+    assert 0 < rows[0]["train/acc"] < 1
+    assert rows[0]["prime/label_acc"] == pytest.approx(1 - rows[0]["train/acc"], abs=1e-9)
     init = load_file(str(micro_model_dir / "model.safetensors"))
     prm = prm_weights(out, 2)
     assert any(not torch.equal(prm[k], init[k]) for k in init)
