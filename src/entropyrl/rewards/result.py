@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from entropyrl.rewards.token_rewards import check_token_rewards
+
 
 @dataclass(frozen=True)
 class RewardResult:
@@ -21,11 +23,16 @@ class RewardResult:
         score: the scalar reward the advantages use (before any length shaping).
         solved: whether the response counts as correct for accuracy.
         info: free-form extras (e.g. tests passed, a status), kept with the samples.
+        token_rewards: dense rewards as ``(char_index, reward)`` pairs on the response text,
+            each credited to the token that produced that character (``len(text)`` or
+            ``-1``-style indices from the end are allowed); they add to the outcome ``score``
+            in the estimators that take token rewards (:mod:`.token_rewards`).
     """
 
     score: float
     solved: bool
     info: Mapping[str, Any] = field(default_factory=dict)
+    token_rewards: tuple[tuple[int, float], ...] = ()
 
 
 def full_credit(scores: Sequence[float], solved_at: float = 1.0) -> list[RewardResult]:
@@ -37,20 +44,24 @@ def to_result(value: Any, solved_at: float = 1.0) -> RewardResult:
     """A reward function's value for one response as a :class:`RewardResult`.
 
     Accepts a number (``bool`` included), a :class:`RewardResult`, or a mapping with
-    ``score`` and optionally ``solved`` (any other keys go to ``info``).
+    ``score`` and optionally ``solved`` and ``token_rewards`` (any other keys go to ``info``).
 
     Raises:
-        TypeError: for anything else, or a score that is not a finite number.
+        TypeError: for anything else, a score that is not a finite number, or token rewards
+            that are not ``(char_index, reward)`` pairs.
     """
     if isinstance(value, RewardResult):
-        return value
+        return RewardResult(_finite(value.score), bool(value.solved), value.info,
+                            check_token_rewards(value.token_rewards))
     if isinstance(value, Mapping):
         if "score" not in value:
             raise TypeError(f"a dict reward needs a 'score' key, got keys {sorted(value)}")
         score = _finite(value["score"])
         solved = value.get("solved")
-        info = {k: v for k, v in value.items() if k not in ("score", "solved")}
-        return RewardResult(score, score >= solved_at if solved is None else bool(solved), info)
+        dense = check_token_rewards(value.get("token_rewards", ()))
+        info = {k: v for k, v in value.items() if k not in ("score", "solved", "token_rewards")}
+        return RewardResult(score, score >= solved_at if solved is None else bool(solved), info,
+                            dense)
     score = _finite(value)
     return RewardResult(score, score >= solved_at)
 

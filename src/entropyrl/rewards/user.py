@@ -8,8 +8,9 @@ column, it returns one value per completion::
     def my_reward(completions, prompts, answer, **columns):
         return [1.0 if c.strip() == a else 0.0 for c, a in zip(completions, answer)]
 
-A value is a number, or a dict with ``score`` and optionally ``solved`` (the rest is kept as
-info), or a :class:`~entropyrl.rewards.result.RewardResult`. Each response is scored in its own
+A value is a number, or a dict with ``score`` and optionally ``solved`` and ``token_rewards``
+(``(char_index, reward)`` pairs on the completion's text; the rest is kept as info), or a
+:class:`~entropyrl.rewards.result.RewardResult`. Each response is scored in its own
 call, in a worker process, under ``reward.timeout_s``: a call past it scores 0. A function that
 raises or returns the wrong shape stops the run with its error.
 """

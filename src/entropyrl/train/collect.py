@@ -9,13 +9,16 @@ own batch is short, so the prompt sampler advances identically on all ranks.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
 
 from entropyrl.config import RewardConfig, RolloutConfig
 from entropyrl.distributed import Dist
+from entropyrl.errors import UserError
 from entropyrl.rewards import overlong_penalties
+from entropyrl.rewards.token_rewards import place_token_rewards
 from entropyrl.rollout import Rollout, RolloutEngine, SamplingParams, concat_rollouts
 from entropyrl.tasks import PromptSampler
 from entropyrl.tasks.base import Row, ScoreBatch
@@ -31,12 +34,15 @@ class Collected(NamedTuple):
         solved: ``[B]`` bool, responses the reward counts as solved.
         metrics: generation counters (summed over ranks), timings, and the reward info of
             the kept responses as ``reward/*`` (over all ranks, :mod:`.reward_info`).
+        token_rewards: ``[B, R]`` dense rewards the reward placed on tokens
+            (:mod:`entropyrl.rewards.token_rewards`), or None when it gave none.
     """
 
     rollout: Rollout
     rewards: torch.Tensor
     solved: torch.Tensor
     metrics: dict[str, float]
+    token_rewards: torch.Tensor | None = None
 
 
 def shaped_rewards(scores: torch.Tensor, lengths: torch.Tensor, rollout: RolloutConfig,
@@ -59,8 +65,15 @@ def collect(
     reward: RewardConfig,
     dist: Dist,
     pad_token_id: int,
+    eos_token_id: int | None = None,
+    decode: Callable[[list[int]], str] | None = None,
 ) -> Collected:
-    """Sample, score and (with dynamic sampling) filter one step's batch on this rank."""
+    """Sample, score and (with dynamic sampling) filter one step's batch on this rank.
+
+    ``decode`` turns response tokens into text as the engine does; with ``eos_token_id`` it
+    places the reward's dense rewards on tokens (a reward that gives dense rewards needs
+    both). Groups count as mixed by their scores alone.
+    """
     n_local = rollout.n_prompts // dist.world
     g = rollout.group_size
     sampling = SamplingParams(max_new_tokens=rollout.max_new_tokens,
@@ -69,6 +82,7 @@ def collect(
     kept_rewards: list[torch.Tensor] = []
     kept_solved: list[torch.Tensor] = []
     kept_info: list[Any] = []  # RewardResult.info of the kept responses, in batch order
+    kept_dense: list[Any] = []  # RewardResult.token_rewards of the kept responses
     n_kept, rounds, n_groups, n_mixed = 0, 0, 0, 0
     t_gen = t_rew = 0.0
     while rounds < rollout.max_gen_batches:
@@ -95,6 +109,7 @@ def collect(
         if not rollout.dynamic_sampling:
             kept, kept_rewards, kept_solved, n_kept = [roll], [rewards], [solved], len(mine)
             kept_info = [r.info for r in results]
+            kept_dense = [r.token_rewards for r in results]
             break
         # Mixed groups first; on the last allowed round, top up with equal-reward groups
         # (zero advantage) so every step, and every rank, has the same batch size.
@@ -107,11 +122,25 @@ def collect(
             kept_rewards.append(rewards[rows_idx])
             kept_solved.append(solved[rows_idx])
             kept_info += [results[i].info for i in rows_idx.tolist()]
+            kept_dense += [results[i].token_rewards for i in rows_idx.tolist()]
             n_kept += len(take)
     batch = concat_rollouts(kept, pad_token_id)
     rewards = torch.cat(kept_rewards).to(batch.input_ids.device)
-    n_tokens, n_groups_all, n_mixed_all = dist.sum(
-        [float(batch.response_mask.sum()), n_groups, n_mixed])
+    dense = None
+    if any(kept_dense):
+        if decode is None or eos_token_id is None:
+            raise ValueError("collect: the reward gives token_rewards; pass decode and "
+                             "eos_token_id")
+        try:
+            dense = place_token_rewards(kept_dense, batch.response_ids, batch.response_mask,
+                                        batch.texts, eos_id=eos_token_id, decode=decode)
+        except ValueError as exc:
+            raise UserError(f"the reward's token_rewards could not be placed: {exc}. Fix the "
+                            "reward function.") from None
+    dense_sum = 0.0 if dense is None else float(dense.sum())
+    n_tokens, n_groups_all, n_mixed_all, dense_sum_all, n_responses, n_dense = dist.sum(
+        [float(batch.response_mask.sum()), n_groups, n_mixed, dense_sum, float(len(batch)),
+         float(dense is not None)])
     metrics = {
         "train/mixed_group_frac": n_mixed_all / max(n_groups_all, 1),
         "train/gen_batches": rounds,
@@ -120,4 +149,6 @@ def collect(
         "time/tokens_per_s": n_tokens / max(t_gen, 1e-9),
         **reward_info_metrics(kept_info, dist),
     }
-    return Collected(batch, rewards, torch.cat(kept_solved).to(rewards.device), metrics)
+    if n_dense:
+        metrics["train/token_reward_sum"] = dense_sum_all / max(n_responses, 1.0)
+    return Collected(batch, rewards, torch.cat(kept_solved).to(rewards.device), metrics, dense)

@@ -68,7 +68,8 @@ def make_prm(cfg: TrainConfig, accelerator: Any, resume: Path | None) -> Learner
 
 def prime_step(prm: Learner, roll: Rollout, outcome: torch.Tensor, solved: torch.Tensor,
                ref_logprobs: torch.Tensor, score: Scorer, *, cfg: TrainConfig, dist: Dist,
-               step: int) -> tuple[torch.Tensor, dict[str, float]]:
+               step: int, token_rewards: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, dict[str, float]]:
     """Train the PRM on this step's labels and return PRIME's advantages ``[B, R]``.
 
     Args:
@@ -81,6 +82,8 @@ def prime_step(prm: Learner, roll: Rollout, outcome: torch.Tensor, solved: torch
         cfg: the run's config (``prime.*``, ``algorithm.gamma``, batching, temperature).
         dist: the ranks.
         step: the rollout step (for error messages).
+        token_rewards: ``[B, R]`` dense rewards of the reward function, added to the PRM's
+            token rewards in the advantages (not in the ``prime/*`` metrics).
 
     Returns:
         The token advantages and the ``prime/*`` metrics.
@@ -93,7 +96,8 @@ def prime_step(prm: Learner, roll: Rollout, outcome: torch.Tensor, solved: torch
     prm_lp = score(prm.accelerator.unwrap_model(prm.model))
     mask = roll.response_mask
     rewards = implicit_process_rewards(prm_lp, ref_logprobs, mask, p.beta)
-    adv = prime_advantages(rewards, outcome, roll.group_ids, mask,
+    dense = rewards if token_rewards is None else rewards + token_rewards.to(rewards.dtype)
+    adv = prime_advantages(dense, outcome, roll.group_ids, mask,
                            gamma=cfg.algorithm.gamma).token_advantages
     if p.update == "after":
         metrics.update(update_prm(prm, roll, ref_logprobs, labels, cfg=cfg, dist=dist, step=step))

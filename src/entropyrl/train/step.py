@@ -9,8 +9,10 @@ import torch
 
 from entropyrl.advantages import compute_advantages
 from entropyrl.distributed import Dist
+from entropyrl.errors import UserError
 from entropyrl.losses import LossConfig, truncated_is_weights
 from entropyrl.policy import response_token_stats
+from entropyrl.prime import prime_advantages
 from entropyrl.rollout import Rollout
 from entropyrl.train.batch_metrics import (
     StepBatch,
@@ -32,6 +34,9 @@ from entropyrl.train.update import (
 if TYPE_CHECKING:
     from entropyrl.train.setup import Run
 
+# The estimators that use a reward's dense token rewards (the others take one score each).
+DENSE_ESTIMATORS = ("reinforce_pp", "rloo", "prime")
+
 
 def rl_step(run: Run, step: int) -> dict[str, float]:
     """One rollout step on every rank; returns the step's metrics (the same on every rank)."""
@@ -40,7 +45,9 @@ def rl_step(run: Run, step: int) -> dict[str, float]:
     torch.manual_seed(derive_seed(cfg.seed, step, dist.rank, 17))
     got = collect(run.engine, run.tasks.train, run.sampler, run.tasks.score_batch,
                   rollout=cfg.rollout, reward=cfg.reward, dist=dist,
-                  pad_token_id=run.tokenizer.pad_token_id)
+                  pad_token_id=run.tokenizer.pad_token_id,
+                  eos_token_id=run.tokenizer.eos_token_id,
+                  decode=lambda ids: run.tokenizer.decode(ids, skip_special_tokens=True))
     roll, m = got.rollout, dict(got.metrics)
     t1 = time.perf_counter()
     ref_lp = None if run.ref_model is None else score(run.ref_model, run, roll)[0]
@@ -76,17 +83,30 @@ def step_advantages(run: Run, got: Collected, ref_lp: torch.Tensor | None, step:
     """The token advantages ``[B, R]`` of the collected batch (PRIME's when a PRM is trained).
 
     PRIME first updates its reward model on the batch's outcome labels (``train/prime.py``);
-    its ``prime/*`` metrics and ``time/prm_s`` go into ``metrics``.
+    its ``prime/*`` metrics and ``time/prm_s`` go into ``metrics``. Dense rewards from the
+    reward function (``got.token_rewards``) enter the estimators that take token rewards:
+    REINFORCE++'s returns, RLOO as PRIME combines dense and outcome rewards, and PRIME itself
+    (added to the PRM's token rewards).
     """
     cfg, roll = run.cfg, got.rollout
+    name, dense = cfg.algorithm.advantage, got.token_rewards
+    if dense is not None and name not in DENSE_ESTIMATORS:
+        raise UserError(
+            f"the reward returns token_rewards, but algorithm.advantage={name} takes one score "
+            f"per response and would drop them; use one of {', '.join(DENSE_ESTIMATORS)}, or "
+            "return scores only")
     if run.prm is None:
-        return compute_advantages(cfg.algorithm.advantage, got.rewards, roll.group_ids,
-                                  roll.response_mask, gamma=cfg.algorithm.gamma).token_advantages
+        if dense is not None and name == "rloo":
+            return prime_advantages(dense, got.rewards, roll.group_ids, roll.response_mask,
+                                    gamma=cfg.algorithm.gamma).token_advantages
+        return compute_advantages(name, got.rewards, roll.group_ids, roll.response_mask,
+                                  token_rewards=dense,
+                                  gamma=cfg.algorithm.gamma).token_advantages
     assert ref_lp is not None  # setup loads the reference for PRIME
     t = time.perf_counter()
     adv, prime_metrics = prime_step(run.prm, roll, got.rewards, got.solved, ref_lp,
                                     lambda model: score(model, run, roll)[0], cfg=cfg,
-                                    dist=run.dist, step=step)
+                                    dist=run.dist, step=step, token_rewards=dense)
     metrics.update(prime_metrics)
     metrics["time/prm_s"] = time.perf_counter() - t
     return adv
