@@ -92,6 +92,7 @@ class _Sums:
         self.greedy = self.samples = self.passes = 0.0
         self.ent = self.tokens = self.ent_tokens = 0.0
         self.n_resp = self.truncated = 0
+        self.forwards = 0  # entropy forwards run (a sharded model's are collectives)
 
     def add_stats(self, model: Any, roll: Rollout, temperature: float,
                   scored: Rollout | None = None) -> None:
@@ -109,8 +110,39 @@ class _Sums:
                                       with_entropy=True)
             assert st.entropy is not None
             ent += float(st.entropy[roll.response_mask[rows]].sum())
+            self.forwards += 1
         self.ent += ent
         self.ent_tokens += float(roll.response_mask.sum())
+
+
+def planned_forwards(n_rows: int, spec: EvalSpec, batch_prompts: int) -> int:
+    """The entropy forwards :func:`evaluate_source` runs for ``n_rows`` prompts."""
+    per_prompt = 0
+    if spec.k > 0:
+        per_prompt = spec.entropy_samples if 0 < spec.entropy_samples < spec.k else spec.k
+    elif spec.greedy:
+        per_prompt = 1
+    total = 0
+    for start in range(0, n_rows, batch_prompts):
+        total += -(-min(batch_prompts, n_rows - start) * per_prompt // STATS_ROWS)
+    return total
+
+
+def _match_forwards(model: Any, done: int, spec: EvalSpec, slices: Sequence[int],
+                    batch_prompts: int, autocast: Callable[[], Any]) -> None:
+    """Run idle forwards until this rank has run as many as the busiest rank.
+
+    A sharded model's forward gathers its parameters from every rank, so every rank must run
+    the same number of forwards; ranks with fewer validation rows make up the difference on
+    one token. Every rank knows every slice's size, so no message is needed.
+    """
+    most = max(planned_forwards(n, spec, batch_prompts) for n in slices)
+    if done < most:
+        device = next(model.parameters()).device
+        ids = torch.zeros((1, 1), dtype=torch.long, device=device)
+        with autocast():
+            for _ in range(most - done):
+                model(input_ids=ids, attention_mask=torch.ones_like(ids))
 
 
 def _sums_of(s: _Sums, dist: Dist) -> _Sums:
@@ -136,6 +168,7 @@ def evaluate_source(
     dist: Dist | None = None,
     autocast: Callable[[], Any] = contextlib.nullcontext,
     on_samples: OnSamples | None = None,
+    sharded: bool = False,
 ) -> SourceResult:
     """Evaluate ``rows`` (one data source) as ``spec`` asks.
 
@@ -152,10 +185,13 @@ def evaluate_source(
         autocast: the compute context of the entropy forward.
         on_samples: called after each batch with ``(kind, rows, texts, results)``: ``kind``
             is ``greedy`` or ``sampled``, one row, text and reward result per response.
+        sharded: ``model``'s forward is a collective over ``dist``'s ranks (FSDP); every rank
+            then runs as many entropy forwards as the rank with the most rows.
     """
     dist = dist or Dist.single()
     per = -(-len(rows) // dist.world)
     mine = rows[dist.rank * per : (dist.rank + 1) * per]
+    slices = [len(rows[r * per : (r + 1) * per]) for r in range(dist.world)]
     s = _Sums()
     greedy = SamplingParams(max_new_tokens=spec.max_new_tokens, greedy=True)
     sampled = SamplingParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature)
@@ -190,6 +226,10 @@ def evaluate_source(
                 s.add_stats(model, roll, spec.temperature, scored)
         if on_batch is not None:
             on_batch(len(chunk))
+    if sharded:
+        if s.forwards != planned_forwards(len(mine), spec, batch_prompts):
+            raise AssertionError("evaluate_source: its entropy forwards differ from its plan")
+        _match_forwards(model, s.forwards, spec, slices, batch_prompts, autocast)
     s = _sums_of(s, dist)
     n = max(len(rows), 1)
     return SourceResult(
@@ -218,17 +258,18 @@ def validate(
     dist: Dist | None = None,
     autocast: Callable[[], Any] = contextlib.nullcontext,
     entropy_samples: int = 0,
+    sharded: bool = False,
 ) -> dict[str, float]:
     """The trainer's ``val/*`` metrics over all validation rows (see docs/metrics.md).
 
     ``acc`` chooses what ``val/acc`` (the law's ``R``) reports: ``greedy`` accuracy or the
     ``sampled`` avg@k; ``entropy_samples`` as in :class:`EvalSpec`. With several ranks each
-    validates a slice (see :func:`evaluate_source`).
+    validates a slice (see :func:`evaluate_source`, also for ``sharded``).
     """
     spec = EvalSpec(greedy=True, k=k, temperature=temperature, max_new_tokens=max_new_tokens,
                     entropy_samples=entropy_samples)
     res = evaluate_source(engine, model, rows, score_batch, spec, dist=dist, autocast=autocast,
-                          batch_prompts=VAL_BATCH_PROMPTS)
+                          batch_prompts=VAL_BATCH_PROMPTS, sharded=sharded)
     greedy, sampled = float(res.greedy_acc or 0.0), float(res.avg_at_k or 0.0)
     return {
         "val/acc": sampled if acc == "sampled" else greedy,

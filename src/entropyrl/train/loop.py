@@ -106,14 +106,14 @@ def run_validation(run: Run, step: int) -> dict[str, float]:
         rank_part = [run.dist.rank] if run.dist.rank else []
         torch.manual_seed(derive_seed(cfg.seed, step, 991, *rank_part))
         policy = run.learner.accelerator.unwrap_model(run.learner.model)
-        if run.sharded:
-            # Ranks may hold different numbers of validation rows; a sharded forward is a
-            # collective, so the entropy is scored on the engine's full copy instead.
-            policy = getattr(run.engine, "model", policy)
-        out = validate(run.engine, policy, run.tasks.val, run.tasks.score_batch, k=cfg.eval.k,
-                       temperature=cfg.eval.temperature, max_new_tokens=cfg.eval.max_new_tokens,
-                       acc=cfg.eval.acc, dist=run.dist, autocast=run.learner.autocast,
-                       entropy_samples=cfg.eval.entropy_samples)
+        # Sharded, the entropy is scored on the engine's full copy where it holds one (the HF
+        # engine); otherwise (vLLM) on the sharded policy, whose forwards are collectives.
+        full_copy = getattr(run.engine, "model", None) if run.sharded else None
+        out = validate(run.engine, policy if full_copy is None else full_copy, run.tasks.val,
+                       run.tasks.score_batch, k=cfg.eval.k, temperature=cfg.eval.temperature,
+                       max_new_tokens=cfg.eval.max_new_tokens, acc=cfg.eval.acc, dist=run.dist,
+                       autocast=run.learner.autocast, entropy_samples=cfg.eval.entropy_samples,
+                       sharded=run.sharded and full_copy is None)
     out["time/eval_s"] = time.perf_counter() - t
     return out
 
