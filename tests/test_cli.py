@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from entropyrl import __version__
 from entropyrl.cli.main import main
 
@@ -37,9 +39,10 @@ def test_help_config_lists_fields(capsys):
     assert "loss.kl_cov.ratio" in out and "optim.lr" in out
 
 
-def test_console_script_runs_without_traceback(tmp_path):
+@pytest.mark.parametrize("module", ["entropyrl.cli.main", "entropyrl"])
+def test_console_script_runs_without_traceback(tmp_path, module):
     proc = subprocess.run(
-        [sys.executable, "-m", "entropyrl.cli.main", "train", "--config", "testbed/grpo",
+        [sys.executable, "-m", module, "train", "--config", "testbed/grpo",
          "--out", str(tmp_path), "optim.lr=fast"],
         capture_output=True, text=True, check=False,
     )
