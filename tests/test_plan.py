@@ -350,3 +350,68 @@ def test_dry_run_refuses_exactly_when_the_total_exceeds_the_device(monkeypatch, 
     assert main([*args, f"{total}B"]) == 0
     assert main([*args, f"{total - 1}B"]) == 2
     assert "raise the number of processes to 16." in capsys.readouterr().err
+
+
+def _vllm(*overrides):
+    return load_config("paper/qwen2.5-7b-kl-cov", ["rollout.engine=vllm", *overrides])
+
+
+def test_vllm_reserves_its_share_of_the_device_in_place_of_the_hf_engine():
+    device = 80 * GIB
+    p = plan.memory_plan(QWEN7B, _vllm("rollout.gpu_memory_utilization=0.4"), 8, True, 512,
+                         device)
+    assert p.generate_weights == p.kv_cache == p.generate_work == 0
+    assert p.vllm_pool == p.vllm_update == math.floor(0.4 * device)
+    state = p.weights + p.grads + p.optimizer + p.reference
+    assert p.phase("rollout") == state + p.vllm_pool
+    assert p.phase("sync") == state + p.vllm_pool + p.sync_state
+    assert p.phase("update") == state + p.fsdp_units + p.activations + p.logits + p.vllm_pool
+    # The engine's minimum: its bf16 weights and one prompt + response of KV cache.
+    seq = 512 + 8192
+    assert p.vllm_need == plan.param_count(QWEN7B) * 2 + seq * plan.kv_bytes_per_token(QWEN7B, 2)
+    asleep = plan.memory_plan(QWEN7B, _vllm("rollout.gpu_memory_utilization=0.4",
+                                            "rollout.vllm_sleep=true"), 8, True, 512, device)
+    assert asleep.vllm_update == 0 and asleep.phase("rollout") == p.phase("rollout")
+    text = plan.format_plan(p, device)
+    assert "vLLM's reservation (0.4 of the device)" in text and ": held" in text
+    with pytest.raises(ValueError, match="pass device_bytes"):
+        plan.memory_plan(QWEN7B, _vllm(), 8, True, 512)
+
+
+def test_vllm_refusals_name_the_utilization_or_sleep_that_fits():
+    device = 80 * GIB
+    small = _vllm("rollout.gpu_memory_utilization=0.1")  # 8 GiB < 15 GiB of bf16 weights
+    p = plan.memory_plan(QWEN7B, small, 8, True, 512, device)
+    assert p.total <= device and not p.engine_fits
+    assert "NOT HELD" in plan.format_plan(p, device)
+    message = plan.refusal(QWEN7B, small, 8, True, 512, device)
+    assert message.startswith("vLLM cannot start: rollout.gpu_memory_utilization=0.1 reserves")
+    u = float(re.search(r"Fix: set rollout\.gpu_memory_utilization to ([0-9.]+)", message)[1])
+    fixed = plan.memory_plan(QWEN7B, _vllm(f"rollout.gpu_memory_utilization={u}"), 8, True,
+                             512, device)
+    assert fixed.engine_fits and fixed.total <= device
+    more = plan.memory_plan(QWEN7B, _vllm(f"rollout.gpu_memory_utilization={u + 0.01}"), 8,
+                            True, 512, device)
+    assert more.total > device  # the largest value that fits
+    # Or sleep mode, which frees the share during the update, with the largest share then.
+    assert message.endswith("; or turn on rollout.vllm_sleep and set "
+                            "rollout.gpu_memory_utilization to 0.68."), message
+    # A pool that crowds out the update: a smaller share, or sleep mode, which gives the
+    # share back during the update.
+    big = _vllm("rollout.gpu_memory_utilization=0.45")
+    assert plan.memory_plan(QWEN7B, big, 8, True, 512, device).total > device
+    message = plan.refusal(QWEN7B, big, 8, True, 512, device)
+    assert f"Fix: set rollout.gpu_memory_utilization to {u:g}; or turn on rollout.vllm_sleep." \
+        in message, message
+    asleep = _vllm("rollout.gpu_memory_utilization=0.45", "rollout.vllm_sleep=true")
+    assert plan.memory_plan(QWEN7B, asleep, 8, True, 512, device).total <= device
+
+
+def test_dry_run_plans_the_vllm_engine(monkeypatch, capsys):
+    _no_loading(monkeypatch)
+    args = ["train", "-c", "paper/qwen2.5-7b-grpo", "--dry-run", "--world-size", "8",
+            "--sharding", "fsdp", "--device-memory", "80GiB", "rollout.engine=vllm"]
+    assert main([*args, "rollout.gpu_memory_utilization=0.2"]) == 0
+    assert "vLLM's reservation (0.2 of the device)" in capsys.readouterr().out
+    assert main([*args, "rollout.gpu_memory_utilization=0.05"]) == 2
+    assert "vLLM cannot start" in capsys.readouterr().err

@@ -11,6 +11,11 @@ The phases of a step never overlap; the plan's peak is the largest (:data:`PHASE
 - **rollout**: model state + the engine's weights + the KV cache of one generation chunk;
 - **sync** (FSDP only): model state + the engine's copy + one gathered full parameter;
 - **update**: model state + activations and logits of one micro-batch.
+
+With ``rollout.engine: vllm`` the engine's weights and KV cache are the memory vLLM reserves,
+``rollout.gpu_memory_utilization`` of the device, held in every phase unless
+``rollout.vllm_sleep`` releases it during the update; it must hold at least the engine's
+weights and the KV cache of one sequence.
 """
 
 from __future__ import annotations
@@ -54,7 +59,10 @@ class MemoryPlan:
     largest, the ``V·h`` embedding, in ``s``). Update: ``autocast_weights`` (the ``c``
     casts of fp32 master weights that autocast saves for backward, unsharded),
     ``fsdp_units`` (unsharded parameters and gradients of the root and two layers),
-    ``activations``, ``logits``.
+    ``activations``, ``logits``. vLLM: ``vllm_pool`` (rollout and sync: what the engine
+    reserves), ``vllm_update`` (the same during the update, 0 with sleep mode), and
+    ``vllm_need`` (not a part: the engine's weights + one sequence's KV cache, which the pool
+    must hold).
     """
 
     weights: int
@@ -70,6 +78,8 @@ class MemoryPlan:
     fsdp_units: int
     activations: int
     logits: int
+    vllm_pool: int
+    vllm_update: int
     params: int
     world: int
     sharded: bool
@@ -82,6 +92,13 @@ class MemoryPlan:
     gen_rows: int  # rows of one generation chunk
     gen_seq: int  # prompt + max_new_tokens of a generated row
     vocab: int
+    vllm_need: int = 0
+    vllm_utilization: float = 0.0
+
+    @property
+    def engine_fits(self) -> bool:
+        """Whether vLLM's pool holds its weights and one sequence (always, with HF)."""
+        return self.vllm_pool >= self.vllm_need
 
     def phase(self, name: str) -> int:
         """Sum of the parts live in phase ``name`` (a key of :data:`PHASES`)."""
@@ -101,9 +118,10 @@ class MemoryPlan:
 _STATE = ("weights", "grads", "optimizer", "reference", "ddp_buckets")
 # The phases of a step never overlap; the plan's peak is the largest.
 PHASES: dict[str, tuple[str, ...]] = {
-    "rollout": (*_STATE, "generate_weights", "kv_cache", "generate_work"),
-    "sync": (*_STATE, "generate_weights", "sync_state"),
-    "update": (*_STATE, "autocast_weights", "fsdp_units", "activations", "logits"),
+    "rollout": (*_STATE, "generate_weights", "kv_cache", "generate_work", "vllm_pool"),
+    "sync": (*_STATE, "generate_weights", "sync_state", "vllm_pool"),
+    "update": (*_STATE, "autocast_weights", "fsdp_units", "activations", "logits",
+               "vllm_update"),
 }
 
 
@@ -112,7 +130,8 @@ def _with_margin(nbytes: int) -> int:
 
 
 def memory_plan(
-    shape: ModelShape, cfg: TrainConfig, world: int, sharded: bool, prompt_tokens: int
+    shape: ModelShape, cfg: TrainConfig, world: int, sharded: bool, prompt_tokens: int,
+    device_bytes: int = 0,
 ) -> MemoryPlan:
     """Per-device memory of ``cfg`` on ``world`` processes (FSDP full sharding if ``sharded``).
 
@@ -129,9 +148,16 @@ def memory_plan(
     ``max(1, ⌊rollout.max_batch_tokens / T_gen⌋)`` rows of ``T_gen = prompt_tokens +
     max(rollout.max_new_tokens, eval.max_new_tokens)`` tokens (:func:`kv_bytes_per_token`
     each, in the engine's dtype), plus the prefill of one layer and fp32 sampling buffers.
+    With ``rollout.engine: vllm`` those three are replaced by vLLM's reservation,
+    ``gpu_memory_utilization·device_bytes`` (so ``device_bytes`` is required), whose
+    minimum is the engine's weights (``P·c``) and the KV cache of one ``T_gen`` sequence.
     """
     if world < 1 or prompt_tokens < 1:
         raise ValueError(f"expected world, prompt_tokens >= 1, got {world}, {prompt_tokens}")
+    vllm = cfg.rollout.engine == "vllm"
+    if vllm and device_bytes <= 0:
+        raise ValueError("memory_plan: rollout.engine=vllm reserves a share of the device: "
+                         "pass device_bytes")
     compute = shape.dtype if cfg.model.dtype == "auto" else cfg.model.dtype
     c = ITEMSIZE[compute]
     master = c == 2 and cfg.model.master_weights
@@ -149,16 +175,19 @@ def memory_plan(
     new = max(cfg.rollout.max_new_tokens, cfg.eval.max_new_tokens if cfg.eval.every else 0)
     gen_seq = prompt_tokens + new
     rows = max(1, cfg.rollout.max_batch_tokens // gen_seq)
+    hf = not vllm
+    pool = math.floor(cfg.rollout.gpu_memory_utilization * device_bytes) if vllm else 0
     return MemoryPlan(
         weights=grads,
         grads=grads,
         optimizer=2 * grads,
         reference=math.ceil(p * c / shards) if cfg.loss.ref_kl_coef > 0 else 0,
         ddp_buckets=grads if world > 1 and not sharded else 0,
-        generate_weights=p * c if sharded else 0,
-        kv_cache=rows * gen_seq * kv_bytes_per_token(shape, e),
+        generate_weights=p * c if sharded and hf else 0,
+        kv_cache=rows * gen_seq * kv_bytes_per_token(shape, e) if hf else 0,
         # prefill of one layer (no grad: freed layer by layer) + fp32 logits, probs, sort
-        generate_work=rows * prompt_tokens * layer_activation_bytes(shape, e) + rows * v * 16,
+        generate_work=rows * prompt_tokens * layer_activation_bytes(shape, e) + rows * v * 16
+        if hf else 0,
         # distributed.full_parameters: one gathered parameter at a time; the embedding is
         # the largest
         sync_state=v * h * s if sharded else 0,
@@ -168,10 +197,14 @@ def memory_plan(
         activations=micro_tokens * per_token,
         logits=2 * micro_tokens * v * c if full_logits
         else min(micro_tokens, LOGIT_CHUNK_TOKENS) * v * 4,
+        vllm_pool=pool,
+        vllm_update=0 if cfg.rollout.vllm_sleep else pool,
         params=p, world=world, sharded=sharded, compute_dtype=compute,
         state_dtype="float32" if s == 4 else compute, engine_dtype="float32" if e == 4 else compute,
         checkpointing=ckpt, full_logits=full_logits, micro_tokens=micro_tokens, gen_rows=rows,
         gen_seq=gen_seq, vocab=v,
+        vllm_need=p * c + gen_seq * kv_bytes_per_token(shape, c) if vllm else 0,
+        vllm_utilization=cfg.rollout.gpu_memory_utilization if vllm else 0.0,
     )  # fmt: skip
 
 
@@ -207,6 +240,8 @@ def _labels(plan: MemoryPlan) -> dict[str, str]:
         "fsdp_units": f"FSDP unsharded units ({c} params + grads)",
         "activations": f"activations ({plan.micro_tokens} tokens, {ckpt})",
         "logits": logits,
+        "vllm_pool": f"vLLM's reservation ({plan.vllm_utilization:g} of the device)",
+        "vllm_update": "vLLM's reservation, kept during the update (no vllm_sleep)",
     }  # fmt: skip
 
 
@@ -233,7 +268,11 @@ def format_plan(plan: MemoryPlan, device_bytes: int) -> str:
         f"{'part':<{width}}" + "".join(f"  {ph:>10}" for ph in phases),
     ]
     lines += [f"{r[0]:<{width}}" + "".join(f"  {x:>10}" for x in r[1:]) for r in rows]
-    verdict = "fits" if plan.total <= device_bytes else "DOES NOT FIT"
+    verdict = "fits" if plan.total <= device_bytes and plan.engine_fits else "DOES NOT FIT"
+    if plan.vllm_need:
+        lines.append(f"vLLM needs {format_bytes(plan.vllm_need)} of its reservation for its "
+                     f"weights ({_short(plan.compute_dtype)}) and one sequence's KV cache: "
+                     + ("held" if plan.engine_fits else "NOT HELD"))
     lines.append(
         f"total = largest phase ({plan.peak_phase}) x {1 + MARGIN:g} + {OVERHEAD // GIB} GiB "
         f"overhead: {format_bytes(plan.total)} of {format_bytes(device_bytes)} per device: "
@@ -278,36 +317,65 @@ def _shrink(shape: ModelShape, cfg: TrainConfig, world: int, sharded: bool, prom
             device: int) -> list[str] | None:  # fmt: skip
     """The memory-only changes (fewest first) that make the plan fit, or None if none does.
 
-    Rollout: lower ``rollout.max_batch_tokens`` a row at a time. Update: at each micro-batch
-    size from the current one down (valid for ``world``), first as configured, then with
-    gradient checkpointing on.
+    vLLM: set ``rollout.gpu_memory_utilization`` to the largest value (in hundredths) that
+    fits and still holds the engine's minimum, if the configured one does not. Rollout (HF):
+    lower ``rollout.max_batch_tokens`` a row at a time. Update: at each micro-batch size from
+    the current one down (valid for ``world``), first as configured, then with vLLM's sleep
+    mode, then with gradient checkpointing on.
     """
     if cfg.rollout.n_prompts % world:
         return None
-    plan, changes = memory_plan(shape, cfg, world, sharded, prompt), []
+    plan, changes = memory_plan(shape, cfg, world, sharded, prompt, device), []
+    plan_utilization = cfg.rollout.gpu_memory_utilization
+    if plan.vllm_need and not (plan.engine_fits and plan.total <= device):
+        # The largest share that fits as configured; else the largest that fits the rollout,
+        # leaving the update to the changes below.
+        found = None
+        for phases in (tuple(PHASES), ("rollout", "sync")):
+            for hundredths in range(99, 0, -1):
+                trial = _replace(cfg, "rollout", gpu_memory_utilization=hundredths / 100)
+                got = trial and memory_plan(shape, trial, world, sharded, prompt, device)
+                if got and got.engine_fits and all(_fits(got.phase(ph), device)
+                                                   for ph in phases):
+                    found = trial, got
+                    break
+            if found is not None:
+                break
+        if found is None:
+            return None
+        cfg, plan = found
+        if cfg.rollout.gpu_memory_utilization != plan_utilization:
+            changes.append(f"set rollout.gpu_memory_utilization to "
+                           f"{cfg.rollout.gpu_memory_utilization:g}")
     if not _fits(plan.phase("sync"), device):  # no knob but the world size shrinks it
         return None
     if not _fits(plan.phase("rollout"), device):
         for rows in range(plan.gen_rows - 1, 0, -1):
             trial = _replace(cfg, "rollout", max_batch_tokens=rows * plan.gen_seq)
-            rollout = trial and memory_plan(shape, trial, world, sharded, prompt).phase("rollout")
+            rollout = trial and memory_plan(shape, trial, world, sharded, prompt,
+                                            device).phase("rollout")
             if rollout and _fits(rollout, device):
                 changes.append(f"lower rollout.max_batch_tokens to {rows * plan.gen_seq} "
                                f"({rows} row(s) of {plan.gen_seq} tokens)")  # fmt: skip
                 break
         else:
             return None
-    micro, ckpt = cfg.update.micro_batch_size, cfg.model.gradient_checkpointing
+    micro, ckpt, sleep = (cfg.update.micro_batch_size, cfg.model.gradient_checkpointing,
+                          cfg.rollout.vllm_sleep)
+    sleeps = dict.fromkeys((sleep, bool(plan.vllm_need)))
     for m in range(micro, 0, -1):
         for on in dict.fromkeys((ckpt, True)):
-            trial = _replace(cfg, "update", micro_batch_size=m)
-            trial = trial and _replace(trial, "model", gradient_checkpointing=on)
-            if (trial is None or cfg.update.mini_batch_size % (world * m)
-                    or not _fits(memory_plan(shape, trial, world, sharded, prompt).phase("update"),
-                                 device)):
-                continue
-            changes += ["turn on model.gradient_checkpointing"] if on != ckpt else []
-            return changes + ([f"lower update.micro_batch_size to {m}"] if m < micro else [])
+            for asleep in sleeps:
+                trial = _replace(cfg, "update", micro_batch_size=m)
+                trial = trial and _replace(trial, "model", gradient_checkpointing=on)
+                trial = trial and _replace(trial, "rollout", vllm_sleep=asleep)
+                if (trial is None or cfg.update.mini_batch_size % (world * m)
+                        or not _fits(memory_plan(shape, trial, world, sharded, prompt,
+                                                 device).phase("update"), device)):
+                    continue
+                changes += ["turn on rollout.vllm_sleep"] if asleep != sleep else []
+                changes += ["turn on model.gradient_checkpointing"] if on != ckpt else []
+                return changes + ([f"lower update.micro_batch_size to {m}"] if m < micro else [])
     return None
 
 
@@ -323,12 +391,17 @@ def _replace(cfg: TrainConfig, section: str, **values: Any) -> TrainConfig | Non
 def refusal(shape: ModelShape, cfg: TrainConfig, world: int, sharded: bool, prompt_tokens: int,
             device_bytes: int) -> str:  # fmt: skip
     """One paragraph: what does not fit, and the smallest memory-only changes that would fit."""
-    plan = memory_plan(shape, cfg, world, sharded, prompt_tokens)
+    plan = memory_plan(shape, cfg, world, sharded, prompt_tokens, device_bytes)
     labels = _labels(plan)
     parts = ", ".join(f"{labels[n]} {format_bytes(getattr(plan, n))}" for n in _top_parts(plan))
-    text = (f"the run does not fit in memory: the plan needs {format_bytes(plan.total)} per "
-            f"device ({plan.peak_phase} phase: {parts}) but the device has "
-            f"{format_bytes(device_bytes)}.")  # fmt: skip
+    if plan.total > device_bytes:
+        text = (f"the run does not fit in memory: the plan needs {format_bytes(plan.total)} per "
+                f"device ({plan.peak_phase} phase: {parts}) but the device has "
+                f"{format_bytes(device_bytes)}.")  # fmt: skip
+    else:
+        text = (f"vLLM cannot start: rollout.gpu_memory_utilization="
+                f"{plan.vllm_utilization:g} reserves {format_bytes(plan.vllm_pool)}, less than "
+                f"its weights and one sequence's KV cache ({format_bytes(plan.vllm_need)}).")
     fsdp = (f"use FSDP (accelerate launch --config_file {FSDP_CONFIG} --num_processes {world} "
             "...; plan it with --sharding fsdp)")  # fmt: skip
     fixes = []
@@ -338,6 +411,13 @@ def refusal(shape: ModelShape, cfg: TrainConfig, world: int, sharded: bool, prom
         same = None if same is None else [fsdp, *same]
     if same is not None:
         fixes.append(" and ".join(same) or "none needed, the plan fits")
+    if plan.vllm_need and not cfg.rollout.vllm_sleep and "turn on rollout.vllm_sleep" not in (
+            same or []):
+        # Sleep mode keeps the engine's share for the rollout and frees it for the update.
+        asleep = _replace(cfg, "rollout", vllm_sleep=True)
+        alt = asleep and _shrink(shape, asleep, world, sharded, prompt_tokens, device_bytes)
+        if alt is not None:
+            fixes.append(" and ".join(["turn on rollout.vllm_sleep", *alt]))
     if same is None or any("micro_batch" in c for c in same):  # more processes keep the batch
         for more in range(world + 1, 1025):
             found = _shrink(shape, cfg, more, True, prompt_tokens, device_bytes)

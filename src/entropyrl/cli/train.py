@@ -109,10 +109,10 @@ def dry_run(cfg: Any, args: argparse.Namespace) -> int:
     device_bytes, device = _device_memory(cfg, args.device_memory)
     shape, source = plan.load_shape(resolve_model_path(cfg.model.path))
     sharded = sharding == "fsdp"
-    memory = plan.memory_plan(shape, cfg, world, sharded, args.prompt_tokens)
+    memory = plan.memory_plan(shape, cfg, world, sharded, args.prompt_tokens, device_bytes)
     print(f"# architecture: {source}; device: {device}; prompts of {args.prompt_tokens} tokens")
     print(plan.format_plan(memory, device_bytes))
-    if memory.total > device_bytes:
+    if memory.total > device_bytes or not memory.engine_fits:
         raise UserError(plan.refusal(shape, cfg, world, sharded, args.prompt_tokens, device_bytes))
     return 0
 
