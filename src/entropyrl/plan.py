@@ -330,13 +330,14 @@ def _shrink(shape: ModelShape, cfg: TrainConfig, world: int, sharded: bool, prom
     if plan.vllm_need and not (plan.engine_fits and plan.total <= device):
         # The largest share that fits as configured; else the largest that fits the rollout,
         # leaving the update to the changes below.
-        found = None
+        found: tuple[TrainConfig, MemoryPlan] | None = None
         for phases in (tuple(PHASES), ("rollout", "sync")):
             for hundredths in range(99, 0, -1):
                 trial = _replace(cfg, "rollout", gpu_memory_utilization=hundredths / 100)
-                got = trial and memory_plan(shape, trial, world, sharded, prompt, device)
-                if got and got.engine_fits and all(_fits(got.phase(ph), device)
-                                                   for ph in phases):
+                if trial is None:
+                    continue
+                got = memory_plan(shape, trial, world, sharded, prompt, device)
+                if got.engine_fits and all(_fits(got.phase(ph), device) for ph in phases):
                     found = trial, got
                     break
             if found is not None:
@@ -415,7 +416,8 @@ def refusal(shape: ModelShape, cfg: TrainConfig, world: int, sharded: bool, prom
             same or []):
         # Sleep mode keeps the engine's share for the rollout and frees it for the update.
         asleep = _replace(cfg, "rollout", vllm_sleep=True)
-        alt = asleep and _shrink(shape, asleep, world, sharded, prompt_tokens, device_bytes)
+        alt = None if asleep is None else _shrink(shape, asleep, world, sharded,
+                                                  prompt_tokens, device_bytes)
         if alt is not None:
             fixes.append(" and ".join(["turn on rollout.vllm_sleep", *alt]))
     if same is None or any("micro_batch" in c for c in same):  # more processes keep the batch
