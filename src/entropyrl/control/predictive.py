@@ -19,7 +19,9 @@ PPO clip, the tokens' drift between mini-batches); while the ``x`` seen so far b
 fit falls back to the line through the origin (``β̂ = 0``, ``η̂ = S_xy/S_xx``).
 
 After step ``t`` (entropy ``H_t`` before its update, ``H_t + ΔH_t`` after) the controller wants
-the next update to land on the target, ``ΔH* = H* − (H_t + ΔH_t)``, and chooses ``u_pred``
+the next update to land on the target, ``ΔH* = H*(t+2) − (H_t + ΔH_t)`` (``H_t + ΔH_t`` is
+the entropy step ``t + 1`` samples with, and its update lands on what step ``t + 2``
+measures), and chooses ``u_pred``
 with ``C(u_pred) = −(ΔH* − β̂)/η̂`` (the closest value on the profile's grid). A PI term on
 the relative error corrects what the first-order model misses:
 
@@ -132,22 +134,29 @@ class PlantReading(NamedTuple):
 
 
 def predictive_step(state: ControllerState, measured: float, target: float, gains: Gains,
-                    reading: PlantReading) -> tuple[ControllerState, float]:
+                    reading: PlantReading, aim: float | None = None
+                    ) -> tuple[ControllerState, float]:
     """One measurement in, the next actuator value out (module docstring).
 
     Args:
         state: the controller's state (``value`` is the actuator value the step used).
         measured: ``H_t``, the step's rollout entropy before its updates.
-        target: ``H*`` for the next step.
+        target: ``H*(t)``, what ``H_t`` should have been (the PI term's error).
         gains: the controller's constants (``kp``, ``ki`` of the correcting PI term).
         reading: the step's same-batch ``ΔH`` and covariance profile.
+        aim: where the model steers: ``H*(t + 2)``, the target of the entropy measured after
+            the next step's updates (``H_t + ΔH_t`` is step ``t + 1``'s). Default ``target``;
+            the two differ only on a schedule.
 
     Returns:
         The new state (with ``gain`` = ``η̂``, ``offset`` = ``β̂`` and ``predicted`` =
         ``−η̂·C(u_{t+1}) + β̂``) and the actuator value for the next step.
     """
-    if not (math.isfinite(measured) and math.isfinite(target) and target > 0):
-        raise ValueError(f"expected a finite entropy and a target > 0, got {measured}, {target}")
+    aim = target if aim is None else aim
+    if not (math.isfinite(measured) and math.isfinite(target) and target > 0
+            and math.isfinite(aim) and aim > 0):
+        raise ValueError(f"expected a finite entropy and targets > 0, got {measured}, "
+                         f"{target}, {aim}")
     e = (target - measured) / target
     s1, sx, sy, sxx, sxy = state.s1, state.sx, state.sy, state.sxx, state.sxy
     x, y = -reading.profile.at(state.value), reading.delta_h
@@ -156,7 +165,7 @@ def predictive_step(state: ControllerState, measured: float, target: float, gain
         s1, sx, sy, sxx, sxy = f * s1 + 1, f * sx + x, f * sy + y, f * sxx + x * x, f * sxy + x * y
     eta, offset = fit_plant(s1, sx, sy, sxx, sxy)
     if eta > 0:
-        wanted = target - (measured + (y if math.isfinite(y) else 0.0))
+        wanted = aim - (measured + (y if math.isfinite(y) else 0.0))
         anchor = reading.profile.closest(-(wanted - offset) / eta)
     else:
         anchor = state.base

@@ -87,7 +87,7 @@ class EntropyControl:
                 raise ValueError("the predictive controller needs the step's batch")
             reading = control.PlantReading(metrics["dyn/delta_entropy"], self.profile(batch))
             self.state, _ = control.predictive_step(self.state, entropy, target, self.gains,
-                                                    reading)
+                                                    reading, aim=self.target(step + 2))
         else:
             self.state, _ = control.step(self.state, entropy, target, self.gains)
         self.extra["control"] = self.state.to_dict()
