@@ -87,7 +87,9 @@ class VLLMEngine:
             (a collective: every rank calls :meth:`sync_weights`).
         sleep: release the KV cache and offload the weights between rollouts (GPU only).
         external_launcher: each process of a multi-process launch drives its own engine
-            (vLLM's ``external_launcher`` executor) instead of vLLM starting workers.
+            (vLLM's ``external_launcher`` executor) instead of vLLM starting workers. The
+            engine joins the launch's process group (tensor parallel 1: every rank is a replica
+            that samples its own prompts) and :meth:`close` leaves that group in place.
         enforce_eager: no CUDA graphs / compilation (always on for the CPU backend here:
             compiling costs more than it saves for small models).
     """
