@@ -40,6 +40,7 @@ import gc
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -86,7 +87,9 @@ class VLLMEngine:
             (a collective: every rank calls :meth:`sync_weights`).
         sleep: release the KV cache and offload the weights between rollouts (GPU only).
         external_launcher: each process of a multi-process launch drives its own engine
-            (vLLM's ``external_launcher`` executor) instead of vLLM starting workers.
+            (vLLM's ``external_launcher`` executor) instead of vLLM starting workers. The
+            engine joins the launch's process group (tensor parallel 1: every rank is a replica
+            that samples its own prompts) and :meth:`close` leaves that group in place.
         enforce_eager: no CUDA graphs / compilation (always on for the CPU backend here:
             compiling costs more than it saves for small models).
     """
@@ -116,7 +119,14 @@ class VLLMEngine:
             source = self._dir.name
         kwargs: dict[str, Any] = {}
         if external_launcher:
+            # Every rank runs its own engine (tensor parallel 1): vLLM joins the launch's
+            # process group (RANK, LOCAL_RANK, MASTER_ADDR/PORT) and each rank is a replica of
+            # its own ("external data parallel"), sampling its own prompts.
             kwargs["distributed_executor_backend"] = "external_launcher"
+        # A single process's engine starts a process group of its own; under a launch it joins
+        # the trainer's, which :meth:`close` must leave in place.
+        self._owns_process_group = not (torch.distributed.is_available()
+                                        and torch.distributed.is_initialized())
         self.llm: Any = LLM(
             model=source,
             dtype=dtype,
@@ -200,17 +210,15 @@ class VLLMEngine:
         self.llm = None
         engine = getattr(llm, "llm_engine", None)
         core = getattr(engine, "engine_core", None)
-        if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
-        del llm, engine, core
-        gc.collect()
-        from vllm.distributed.parallel_state import (
-            destroy_distributed_environment,
-            destroy_model_parallel,
-        )
+        with _keeping_process_group(not self._owns_process_group):
+            if core is not None and hasattr(core, "shutdown"):
+                core.shutdown()
+            del llm, engine, core
+            gc.collect()
+            from vllm.distributed import parallel_state
 
-        destroy_model_parallel()
-        destroy_distributed_environment()
+            parallel_state.destroy_model_parallel()
+            parallel_state.destroy_distributed_environment()
         if self._dir is not None:
             self._dir.cleanup()
 
@@ -224,6 +232,37 @@ class VLLMEngine:
             # Level 1: weights offloaded to host memory, KV cache dropped.
             self.llm.sleep(level=1)
             self._asleep = True
+
+
+@contextmanager
+def _keeping_process_group(keep: bool) -> Iterator[None]:
+    """While active (if ``keep``), vLLM's teardown leaves torch's default process group alone.
+
+    vLLM's ``destroy_distributed_environment`` (which the in-process engine core's shutdown
+    calls too) releases vLLM's own world group and then destroys torch's default process
+    group. Under a multi-process launch that group is the trainer's (accelerate's), which the
+    engine joined rather than created: destroying it makes the ranks' next collective fail
+    ("Default process group has not been initialized"). Here only vLLM's world group (a group
+    of its own over the same ranks) is released.
+    """
+    if not keep:
+        yield
+        return
+    from vllm.distributed import parallel_state
+
+    def release_world_group() -> None:
+        world = parallel_state._WORLD
+        if world is not None:
+            world.destroy()
+        parallel_state._WORLD = None
+        parallel_state._NODE_COUNT = None
+
+    real = parallel_state.destroy_distributed_environment
+    parallel_state.destroy_distributed_environment = release_world_group
+    try:
+        yield
+    finally:
+        parallel_state.destroy_distributed_environment = real
 
 
 def _sampled_logprobs(tokens: list[int], per_position: Any) -> list[float]:
