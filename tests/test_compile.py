@@ -200,7 +200,7 @@ def test_inductor_run_matches_eager_without_recompiling(micro_model_dir, tmp_pat
 ROWS = 16
 
 
-def _fsdp_config(model_dir, *extra):
+def _two_process_config(model_dir, *extra):
     # PPO: KL-Cov's |log π − log π_old| has a kink at the first update, where eager and
     # compiled log-probs (~1e-6 apart) would take opposite subgradients.
     return load_config("testbed/grpo", [
@@ -212,14 +212,14 @@ def _fsdp_config(model_dir, *extra):
     ])
 
 
-def _fsdp_worker(rank, world, port, model_dir, batch_path, out_dir):
+def _worker(rank, world, port, model_dir, batch_path, out_dir, sharded):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
     from entropyrl.train.setup import make_accelerator
 
-    cfg = _fsdp_config(model_dir)
-    acc = make_accelerator(cfg, cpu_fsdp=True)
+    cfg = _two_process_config(model_dir)
+    acc = make_accelerator(cfg, cpu_fsdp=sharded)
     real_prepare = acc.prepare
 
     def prepare_and_compile(*objs):
@@ -240,18 +240,20 @@ def _fsdp_worker(rank, world, port, model_dir, batch_path, out_dir):
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_fsdp_compiled_update_matches_one_eager_process(micro_model_dir, tmp_path):
+@pytest.mark.parametrize("wrapper", ["FSDP", "DistributedDataParallel"])
+def test_compiled_update_of_two_processes_matches_one_eager_process(micro_model_dir, tmp_path,
+                                                                    wrapper):
     from accelerate import Accelerator
 
-    cfg = _fsdp_config(micro_model_dir)
+    cfg = _two_process_config(micro_model_dir)
     batch = fixed_batch(cfg)
     torch.save(batch, tmp_path / "batch.pt")
     single, single_metrics, _ = update_fixed_batch(cfg, batch, torch.arange(ROWS),
                                                    Accelerator(cpu=True))
-    mp.spawn(_fsdp_worker, args=(2, free_port(), str(micro_model_dir), str(tmp_path / "batch.pt"),
-                                 tmp_path), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(micro_model_dir), str(tmp_path / "batch.pt"),
+                            tmp_path, wrapper == "FSDP"), nprocs=2, join=True)
     two = torch.load(tmp_path / "update.pt", weights_only=False)
-    assert two["cls"].startswith("FSDP")
+    assert two["cls"].startswith(wrapper)
     for k, v in single.items():
         assert torch.allclose(v, two["params"][k], rtol=1e-3, atol=2e-4), k
     for key in ("loss/total", "optim/grad_norm"):

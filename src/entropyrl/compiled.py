@@ -12,7 +12,7 @@ hand (``docs/tokenstats.md``).
 Why in place (``nn.Module.compile``): ``torch.compile(module)`` returns a wrapper whose
 parameters are named ``_orig_mod.…``, names that would reach the optimizer state and the
 ``save_pretrained`` checkpoints; the in-place form leaves the module, its parameter names and
-any wrapper's hooks (DDP) as they were. accelerate's ``TorchDynamoPlugin`` compiles inside
+any wrapper's hooks (DDP, FSDP2) as they were. accelerate's ``TorchDynamoPlugin`` compiles inside
 ``prepare`` by wrapping (or by copying modules, for regional compilation), and compiles the
 whole model, generation included, so it is not used here.
 
@@ -23,10 +23,10 @@ scoring), train/eval mode, autocast state, and for a batch of exactly one row (s
 are specialised).
 
 Why generation stays eager: compiling the decode step too (the same body, called by
-``generate`` with a growing KV cache) costs two more graphs (prefill and decode, ~60 s on the
-testbed) for a decode step ~0.85x as long on a CPU, which a run of a few hundred steps does not
-earn back; the engine runs ``generate`` under ``torch.compiler.set_stance("force_eager")``
-(:func:`eager`). Measurements: ``bench/bench_compile.py``, docs/scale.md.
+``generate`` with a growing KV cache) costs three more graphs (~56 s on the CPU testbed) for a
+``generate`` ~0.88x as long (~0.025 s a testbed step: ~2,000 steps to earn it back); the
+engine runs ``generate`` under ``torch.compiler.set_stance("force_eager")`` (:func:`eager`).
+Measurements: ``bench/bench_compile.py``, docs/scale.md.
 
 Numerics: compiled log-probs differ from eager ones by float rounding (~1e-6), so a compiled
 run follows an eager one to float tolerance, not bitwise. Within a compiled run the no-grad

@@ -45,8 +45,9 @@ class ModelConfig:
     compile: bool = _f(
         False,
         "torch.compile the policy's decoder body (dynamic shapes) for the update and the "
-        "scoring forwards; generation stays eager. Pays on long runs: the first step compiles "
-        "(~45 s on the CPU testbed) and later forwards+backwards take ~0.8-0.9x as long "
+        "scoring forwards; generation stays eager. Pays on long runs only: the first step "
+        "compiles (~110 s on the CPU testbed, ~20 s with inductor's cache warm), then the "
+        "update and scoring take ~0.85x as long: ~1,100 testbed steps to break even "
         "(docs/scale.md)",
     )
     compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = _f(
