@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -193,13 +194,18 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides for both runs")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if not args.warm_cache:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor_")
+    fresh = None if args.warm_cache else tempfile.mkdtemp(prefix="inductor_")
+    if fresh is not None:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = fresh
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.clock} clock, "
           f"load average at start {load}")
-    compare(args.preset, list(args.overrides), args.pairs, args.mode, clock, args.decode)
+    try:
+        compare(args.preset, list(args.overrides), args.pairs, args.mode, clock, args.decode)
+    finally:
+        if fresh is not None:
+            shutil.rmtree(fresh, ignore_errors=True)
     print(f"load average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
