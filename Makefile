@@ -57,7 +57,8 @@ $(VLLM_STAMP): pyproject.toml
 test-vllm: $(VLLM_STAMP)
 	$(VLLM_BIN)/pytest -q -m vllm $(ARGS)
 
-# The quick benches (minutes); the demo's seed study trains 12 runs (~12 min): bench-seeds;
+# The quick benches (minutes; bench_compile.py compiles for ~2 min on a fresh inductor cache);
+# the demo's seed study trains 12 runs (~12 min): bench-seeds;
 # the entropy controllers' grid trains 78 runs (~70 min on 2 cores): bench-control; entropyrl
 # against TRL's GRPOTrainer, 24 training runs (~10 min): bench-vs-trl; PRIME against GRPO and
 # RLOO, 9 runs of 100 steps (~15 min): bench-prime.

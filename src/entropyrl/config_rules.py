@@ -122,6 +122,9 @@ def validate(cfg: TrainConfig) -> None:
         if needs is not None and cfg.loss.name != needs:
             raise ValueError(f"control.actuator: {c.actuator} acts on loss.name={needs}, but the "
                              f"loss is {cfg.loss.name!r}")
+    if cfg.model.compile_mode != "default" and not cfg.model.compile:
+        raise ValueError(f"model.compile_mode: {cfg.model.compile_mode!r} applies only to a "
+                         "compiled policy; set model.compile=true too, or drop compile_mode")
     for sink in cfg.sinks:
         if sink not in ("tensorboard", "wandb", "mlflow"):
             raise ValueError(

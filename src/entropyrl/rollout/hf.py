@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
+from entropyrl.compiled import eager
 from entropyrl.rollout.batch import Rollout
 from entropyrl.rollout.engine import SamplingParams
 
@@ -82,8 +83,11 @@ class HFEngine:
         was_training = self.model.training
         self.model.eval()
         try:
-            for start, end in chunks:
-                responses += self._generate_rows(rows[start:end], sampling, eos, pad, device)
+            # A compiled policy (model.compile) samples eager: see entropyrl/compiled.py.
+            with eager(self.model):
+                for start, end in chunks:
+                    responses += self._generate_rows(rows[start:end], sampling, eos, pad,
+                                                     device)
         finally:
             self.model.train(was_training)
         self.n_chunks = len(chunks)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import yaml
 
+from entropyrl.compiled import compile_policy
 from entropyrl.config import TrainConfig, to_dict
 from entropyrl.distributed import Dist, bf16_fp32_reduce_policy, full_parameters
 from entropyrl.errors import UserError
@@ -193,6 +194,9 @@ def _setup(cfg: TrainConfig, out_dir: Path, accelerator: Any, dist: Dist, lock: 
         optimizer, lambda u: min(1.0, (u + 1) / warm) if warm else 1.0
     )
     model, optimizer = accelerator.prepare(model, optimizer)
+    if cfg.model.compile:
+        # In place, after sharding/DDP wrapping, so their hooks still run (entropyrl/compiled.py).
+        compile_policy(model, cfg.model.compile_mode)
     learner = Learner(model, optimizer, scheduler, accelerator)
     prm = make_prm(cfg, accelerator, resume) if uses_prime(cfg) else None
     engine = make_engine(cfg, learner, tokenizer, source=resume)
