@@ -251,3 +251,29 @@ def test_a_full_disk_at_a_checkpoint_keeps_the_last_one_and_says_how_much_is_nee
     assert "GiB are free" in err and "step_1) is intact" in err and "Traceback" not in err
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_1"]  # no temp left
     assert load_trainer_state(out / "checkpoints" / "step_1")["step"] == 1
+
+
+def test_a_field_added_after_a_checkpoint_reads_as_its_default():
+    from entropyrl.train.state import config_changes
+
+    defaults = {"model": {"path": "testbed", "compile": False}, "steps": 100}
+    old = {"model": {"path": "x"}, "steps": 2}  # written before model.compile existed
+    same = {"model": {"path": "x", "compile": False}, "steps": 2}
+    assert config_changes(old, same, defaults=defaults) == []
+    on = {"model": {"path": "x", "compile": True}, "steps": 2}
+    assert config_changes(old, on, defaults=defaults) == [("model.compile", False, True)]
+    assert config_changes(old, same) == [("model.compile", None, False)]  # no defaults given
+
+
+def test_a_checkpoint_from_before_a_new_field_resumes(micro_model_dir, tmp_path):
+    import yaml
+
+    out = tmp_path / "run"
+    cfg = load_config("testbed/grpo", tiny(micro_model_dir, "steps=2", "checkpoint_every=1"))
+    train(cfg, out, stop_after=1)
+    saved = out / "checkpoints" / "step_1" / "run_config.yaml"
+    old = yaml.safe_load(saved.read_text())
+    del old["model"]["compile"], old["model"]["compile_mode"]  # as an older version wrote it
+    saved.write_text(yaml.safe_dump(old))
+    train(cfg, out)
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]

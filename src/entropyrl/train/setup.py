@@ -218,7 +218,8 @@ def _setup(cfg: TrainConfig, out_dir: Path, accelerator: Any, dist: Dist, lock: 
 def _check_resumed_config(cfg: TrainConfig, checkpoint: Path, out_dir: Path,
                           record: bool) -> None:
     """A resumed run keeps its checkpoint's config unless the caller allows a change."""
-    changes = config_changes(checkpoint_config(checkpoint), to_dict(cfg))
+    changes = config_changes(checkpoint_config(checkpoint), to_dict(cfg),
+                             defaults=to_dict(TrainConfig()))
     if not changes:
         return
     listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changes)

@@ -207,15 +207,21 @@ def checkpoint_config(path: Path) -> dict[str, Any]:
     return dict(load_trainer_state(path).get("config", {}))
 
 
-def config_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[
-    tuple[str, Any, Any]
-]:
-    """``(dotted key, old value, new value)`` of every leaf that differs."""
+def config_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "", *,
+                   defaults: dict[str, Any] | None = None) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` of every leaf that differs.
+
+    A key ``old`` lacks (a field added after it was written) reads as its value in
+    ``defaults``, if given: a new field left at its default is not a change.
+    """
+    defaults = defaults or {}
     changes = []
     for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
+        a, b = old.get(key, defaults.get(key)), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            changes += config_changes(a, b, f"{prefix}{key}.")
+            sub = defaults.get(key)
+            changes += config_changes(a, b, f"{prefix}{key}.",
+                                      defaults=sub if isinstance(sub, dict) else None)
         elif a != b:
             changes.append((f"{prefix}{key}", a, b))
     return changes
