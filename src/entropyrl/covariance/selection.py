@@ -37,6 +37,7 @@ from typing import NamedTuple
 import torch
 
 from entropyrl._checks import check_finite, value_checks_enabled
+from entropyrl.covariance.blocks import BlockCounts, largest, padded_to_blocks
 from entropyrl.covariance.cov import centred_product
 from entropyrl.distributed import Dist
 from entropyrl.losses.base import check_policy_inputs
@@ -103,9 +104,20 @@ class _Scored(NamedTuple):
     mean_advantage: float
 
 
-def _concat_into(out: torch.Tensor, xs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Write the tensors, flattened and concatenated, into ``out`` ``[n]``; return ``out``."""
-    return torch.cat([x.detach().reshape(-1) for x in xs], out=out)
+def _concat_into(out: torch.Tensor, columns: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+    """Write each column's ``[b, T]`` tensors, flattened and concatenated, into a row of ``out``.
+
+    One ``torch.cat`` for the whole buffer; when every part has the same width ``T`` (the
+    micro-batches of one mini-batch do) it concatenates the rows as they are, unflattened.
+    """
+    xs = [x for column in columns for x in column]
+    width = xs[0].shape[1]
+    with torch.no_grad():
+        if width and all(x.shape[1] == width for x in xs):
+            torch.cat(xs, out=out.view(-1, width))
+        else:
+            torch.cat([x.reshape(-1) for x in xs], out=out.view(-1))
+    return out
 
 
 def _score(parts: Sequence[SelectionPart], dist: Dist, extra: Sequence[str] = ()) -> _Scored:
@@ -135,27 +147,27 @@ def _score(parts: Sequence[SelectionPart], dist: Dist, extra: Sequence[str] = ()
         except ValueError as err:
             raise ValueError(f"parts[{i}].{err}") from None
     first = parts[0].logprobs
-    rows = torch.empty(3 + len(extra), sum(m.numel() for m in masks), dtype=first.dtype,
-                       device=first.device)
-    for row, name in zip([rows[0], rows[1], *rows[3:]], ("logprobs", "advantages", *extra),
-                         strict=True):
-        _concat_into(row, [getattr(p, name) for p in parts])
-    valid = torch.cat([m.reshape(-1) for m in masks])
-    # The mask as 0/1 floats, through uint8: on the CPU bool → float is not vectorised but
-    # uint8 → float is, and a product by 0/1 is several times cheaper than torch.where. It
-    # zeroes masked positions exactly as long as no NaN/inf sits there (0·inf = NaN), which
-    # the sums below detect.
-    rows[2].copy_(valid.view(torch.uint8))
+    columns = [[p.logprobs for p in parts], [p.advantages for p in parts],
+               # The mask as 0/1 through uint8: on the CPU uint8 → float is vectorised and
+               # bool → float is not.
+               [m.view(torch.uint8) for m in masks],
+               *([getattr(p, name) for p in parts] for name in extra)]
+    rows = _concat_into(torch.empty(len(columns), sum(m.numel() for m in masks),
+                                    dtype=first.dtype, device=first.device), columns)
+    valid = rows[2].bool()
+    # A product by 0/1 (several times cheaper than torch.where) zeroes masked positions
+    # exactly as long as no NaN/inf sits there (0·inf = NaN), which the sums below detect.
     rows[:2].mul_(rows[2])
-    # Σ log π, Σ A and N in one pass, summed in float64 (not summed in float32 and then cast):
-    # the means then agree across splits and ranks to float64 rounding.
-    sum_lp, sum_adv, n_valid = dist.all_reduce(rows[:3].double().sum(1)).tolist()
+    # Σ log π and Σ A summed in float64 (not summed in float32 and then cast): the means then
+    # agree across splits and ranks to float64 rounding.
+    n_valid = torch.count_nonzero(valid).to(torch.float64)
+    sums = torch.cat([rows[:2].double().sum(1), n_valid[None]])
+    sum_lp, sum_adv, n_valid = dist.all_reduce(sums).tolist()
     if not (math.isfinite(sum_lp) and math.isfinite(sum_adv)):
         # A NaN/inf somewhere, at a valid position (an error) or in the padding (allowed). Mask
         # with masked_fill, which lets nothing through from the padding, and sum again; every
         # rank saw the same sums, so all of them take this branch.
-        for row, name in zip(rows[:2], ("logprobs", "advantages"), strict=True):
-            _concat_into(row, [getattr(p, name) for p in parts]).masked_fill_(~valid, 0.0)
+        _concat_into(rows[:2], columns[:2]).masked_fill_(~valid, 0.0)
         sum_lp, sum_adv = dist.all_reduce(rows[:2].double().sum(1)).tolist()
         if not (math.isfinite(sum_lp) and math.isfinite(sum_adv)):
             _raise_not_finite(parts, masks)
@@ -183,30 +195,33 @@ def _split_to_parts(flat: torch.Tensor, shapes: Sequence[torch.Size]) -> list[to
 
 
 def _clip_cov_candidates(sc: _Scored, config: ClipCovConfig) -> torch.Tensor:
-    """``[n]`` bool: valid tokens with ``ω_low < cov_i < ω_high`` that PPO does not clip.
+    """``[n']`` 0/1: valid tokens with ``ω_low < cov_i < ω_high`` that PPO does not clip.
 
-    Works in the rows of ``sc`` (log π, A, 0/1 mask, log π_old), overwriting the last two.
-    Every comparison writes 0/1 floats: on the CPU a comparison written into a float tensor
-    is vectorised and one into a bool tensor is not (about 5x faster at these sizes); 0/1
+    ``n'`` is ``n`` rounded up to whole blocks (:func:`padded_to_blocks`), the tail zero.
+    Works in the rows of ``sc`` (log π, A, 0/1 mask, log π_old), overwriting them. Every
+    comparison writes 0/1 floats: on the CPU a comparison written into a float tensor is
+    vectorised and one into a bool tensor is not (about 5x faster at these sizes); 0/1
     values combine exactly by product.
     """
-    lp, adv, scratch, old = sc.rows
+    lp, adv, valid01, old = sc.rows
+    n = lp.numel()
+    flags = padded_to_blocks(lp)
     # inside: ω_low < cov_i < ω_high, and valid (cov_i is computed at every position).
-    inside = centred_product(lp, adv, None, sc.mean_logprob, sc.mean_advantage)
-    band = torch.gt(inside, config.cov_low, out=torch.empty_like(inside))
-    inside.lt_(config.cov_high).mul_(band).mul_(scratch)
+    cov = centred_product(lp, adv, None, sc.mean_logprob, sc.mean_advantage, out=flags[:n])
     # PPO clips a token when A > 0 and r > 1 + ε_high, or A < 0 and r < 1 − ε_low; tested on
     # the log-ratio to avoid an exp. With ε_low ≥ 1 (the default 1) the low clip never
     # fires (log 0 = −inf), so its test is skipped.
     log_ratio = torch.sub(lp, old, out=old)
-    clipped = torch.gt(log_ratio, math.log1p(config.clip.eps_high), out=band)
-    clipped.mul_(torch.gt(adv, 0.0, out=scratch))
+    inside = torch.gt(cov, config.cov_low, out=lp).mul_(cov.lt_(config.cov_high)).mul_(valid01)
+    clipped = torch.gt(log_ratio, math.log1p(config.clip.eps_high), out=flags[:n])
+    clipped.mul_(torch.gt(adv, 0.0, out=valid01))
     if config.clip.eps_low < 1:
         # Exclusive with the high clip (A < 0 vs A > 0): the sum stays 0/1.
-        low = torch.lt(adv, 0.0, out=scratch).mul_(log_ratio.lt_(math.log1p(-config.clip.eps_low)))
+        low = torch.lt(adv, 0.0, out=adv).mul_(log_ratio.lt_(math.log1p(-config.clip.eps_low)))
         clipped.add_(low)
-    # inside > clipped: in the band and not clipped (one pass over 0/1 values).
-    return torch.gt(inside, clipped, out=clipped).bool()
+    # inside > clipped: in the band, valid and not clipped (one pass over 0/1 values).
+    torch.gt(inside, clipped, out=clipped)
+    return flags
 
 
 def select_clip_cov(
@@ -237,11 +252,8 @@ def select_clip_cov(
         generator = torch.Generator().manual_seed(0)
     dist = dist or Dist.single()
     sc = _score(parts, dist, extra=("old_logprobs",))
-    candidates = _clip_cov_candidates(sc, config)
-    # Running count of candidates: its last entry is their number (the one host read here),
-    # and the j-th candidate (from 0) is where it first reaches j + 1.
-    running = candidates.cumsum(0)
-    n_local = int(running[-1]) if running.numel() else 0
+    counts = BlockCounts.of(_clip_cov_candidates(sc, config))
+    n_local = counts.total()  # the one host read here
     offset, n_candidates = dist.counts(n_local)
     k = min(selection_count(config.ratio, sc.n_tokens), n_candidates)
     chosen = torch.randperm(n_candidates, generator=generator)[:k]
@@ -249,9 +261,9 @@ def select_clip_cov(
     if dist.world > 1:
         # Keep the draws that fall in this rank's slice of the global candidate list.
         local = chosen[(chosen >= offset) & (chosen < offset + n_local)] - offset
-    positions = torch.searchsorted(running, (local + 1).to(running.device))
-    flat = torch.zeros(running.numel(), dtype=torch.bool, device=running.device)
-    masks = _split_to_parts(flat.index_fill_(0, positions, True), sc.shapes)
+    flat = torch.zeros(counts.blocks.numel(), dtype=torch.bool, device=counts.blocks.device)
+    flat.index_fill_(0, counts.positions(local + 1), True)
+    masks = _split_to_parts(flat[: sc.valid.numel()], sc.shapes)
     return CovSelection(masks, sc.n_tokens, n_candidates, k, sc.mean_logprob, sc.mean_advantage)
 
 
@@ -278,20 +290,23 @@ def select_kl_cov(
     dist = dist or Dist.single()
     sc = _score(parts, dist)
     lp, adv, valid01 = sc.rows
-    # cov_i at valid positions, −inf at masked ones (never among the top k, as k ≤ N): the
-    # product is taken everywhere, then (m − 1)/m is added, 0 where m = 1 and −inf where
-    # m = 0. Float passes: torch.where on a bool mask is not vectorised on the CPU.
-    values = centred_product(lp, adv, None, sc.mean_logprob, sc.mean_advantage, out=lp)
-    values.add_((valid01 - 1).div_(valid01))
-    n_local = int(values.numel())
+    n_local = lp.numel()
+    # cov_i at valid positions, −inf at masked ones and in the padding to whole blocks (never
+    # among the top k, as k ≤ N): the product is taken everywhere, then (m − 1)/m is added,
+    # 0 where m = 1 and −inf where m = 0. Float passes: torch.where on a bool mask is not
+    # vectorised on the CPU.
+    values = padded_to_blocks(lp, float("-inf"))
+    cov = centred_product(lp, adv, None, sc.mean_logprob, sc.mean_advantage,
+                          out=values[:n_local])
+    cov.add_((valid01 - 1).div_(valid01))
     offset, _ = dist.counts(n_local)
     k = min(selection_count(config.ratio, sc.n_tokens), sc.n_tokens)
-    flat = _top_k_mask(values, min(k, n_local))
+    flat = _top_k_mask(values, min(k, n_local))[:n_local]
     if dist.world > 1:
         top = flat.nonzero().squeeze(-1)
-        top = dist.merge_top_k(values[top], top + offset, k) - offset
+        top = dist.merge_top_k(cov[top], top + offset, k) - offset
         top = top[(top >= 0) & (top < n_local)]
-        flat = torch.zeros(n_local, dtype=torch.bool, device=values.device)
+        flat = torch.zeros(n_local, dtype=torch.bool, device=lp.device)
         flat.index_fill_(0, top, True)
     masks = _split_to_parts(flat, sc.shapes)
     return CovSelection(masks, sc.n_tokens, sc.n_tokens, k, sc.mean_logprob, sc.mean_advantage)
@@ -300,23 +315,22 @@ def select_kl_cov(
 def _top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
     """Bool mask ``[n]`` of the ``k`` largest values, ties broken by the lower index.
 
-    No host read: the ``k``-th largest value is the threshold; every value above it is among
-    the top-k, and the remaining places go to the first ties in index order, found from the
-    running count of ties (the ``j``-th tie is where it first reaches ``j``).
+    ``n`` is a multiple of the block size. No host read: the ``k``-th largest value is the
+    threshold; every value above it is among the top-k, and the remaining places go to the
+    first ties in index order.
     """
     n = values.numel()
     if k >= n:
         return torch.ones(n, dtype=torch.bool, device=values.device)
     if k == 0:
         return torch.zeros(n, dtype=torch.bool, device=values.device)
-    top = torch.topk(values, k, sorted=False)
-    threshold = top.values.min()
-    above = top.values > threshold  # [k]: the top-k entries strictly above the threshold
+    top_values, top_positions = largest(values, k)
+    threshold = top_values.min()
+    above = top_values > threshold  # [k]: the top-k entries strictly above the threshold
     # One spare place at the end: a tie rank beyond the number of ties lands there.
     flat = torch.zeros(n + 1, dtype=torch.bool, device=values.device)
-    flat.index_put_((top.indices,), above)
-    ties = torch.eq(values, threshold, out=torch.empty_like(values)).bool()
+    flat.index_put_((top_positions,), above)
+    ties = BlockCounts.of(torch.eq(values, threshold, out=torch.empty_like(values)))
     ranks = torch.arange(1, k + 1, device=values.device)  # [k]
-    places = torch.searchsorted(ties.cumsum(0), ranks)  # [k] where the j-th tie is, or n
-    flat.index_put_((places,), ranks <= k - above.sum())
+    flat.index_put_((ties.positions(ranks),), ranks <= k - above.sum())
     return flat[:n]
