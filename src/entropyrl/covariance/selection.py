@@ -91,8 +91,8 @@ class _Scored(NamedTuple):
     """This rank's parts flattened and concatenated in (part, row, position) order.
 
     ``rows`` is one buffer ``[R, n]``, the selection's own to overwrite: log π and A (both
-    zero at masked positions), the mask as 0/1 in the dtype of the log-probs, then the extra
-    fields asked of :func:`_score`. Working in place in it, rather than on mini-batch-sized
+    zero at masked positions), the extra fields asked of :func:`_score`, then the mask as 0/1
+    in the dtype of the log-probs. Working in place in it, rather than on mini-batch-sized
     temporaries, saves passes over memory and allocations.
     """
 
@@ -107,8 +107,9 @@ class _Scored(NamedTuple):
 def _concat_into(out: torch.Tensor, columns: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
     """Write each column's ``[b, T]`` tensors, flattened and concatenated, into a row of ``out``.
 
-    One ``torch.cat`` for the whole buffer; when every part has the same width ``T`` (the
-    micro-batches of one mini-batch do) it concatenates the rows as they are, unflattened.
+    One ``torch.cat`` (of one dtype: a mixed one leaves the fast contiguous copy) for the
+    whole buffer; when every part has the same width ``T`` (the micro-batches of one
+    mini-batch do) it concatenates the rows as they are, unflattened.
     """
     xs = [x for column in columns for x in column]
     width = xs[0].shape[1]
@@ -131,7 +132,7 @@ def _score(parts: Sequence[SelectionPart], dist: Dist, extra: Sequence[str] = ()
         parts: the micro-batches.
         dist: the ranks the sums are reduced over.
         extra: names of further :class:`SelectionPart` fields to gather (``old_logprobs``),
-            as the rows after the mask.
+            as the rows after log π and A.
 
     One host read in the usual case: the global sums (needed for ``N``). They double as the
     finiteness check of the log-probs and advantages, on every rank at once; ``old_logprobs``,
@@ -147,17 +148,17 @@ def _score(parts: Sequence[SelectionPart], dist: Dist, extra: Sequence[str] = ()
         except ValueError as err:
             raise ValueError(f"parts[{i}].{err}") from None
     first = parts[0].logprobs
-    columns = [[p.logprobs for p in parts], [p.advantages for p in parts],
-               # The mask as 0/1 through uint8: on the CPU uint8 → float is vectorised and
-               # bool → float is not.
-               [m.view(torch.uint8) for m in masks],
-               *([getattr(p, name) for p in parts] for name in extra)]
-    rows = _concat_into(torch.empty(len(columns), sum(m.numel() for m in masks),
-                                    dtype=first.dtype, device=first.device), columns)
-    valid = rows[2].bool()
+    columns = [[getattr(p, name) for p in parts] for name in ("logprobs", "advantages", *extra)]
+    n = sum(m.numel() for m in masks)
+    rows = torch.empty(len(columns) + 1, n, dtype=first.dtype, device=first.device)
+    _concat_into(rows[:-1], columns)
+    valid = _concat_into(torch.empty(n, dtype=torch.bool, device=first.device), [masks])
+    # The mask as 0/1 floats, through uint8: on the CPU uint8 → float is vectorised and
+    # bool → float is not.
+    valid01 = rows[-1].copy_(valid.view(torch.uint8))
     # A product by 0/1 (several times cheaper than torch.where) zeroes masked positions
     # exactly as long as no NaN/inf sits there (0·inf = NaN), which the sums below detect.
-    rows[:2].mul_(rows[2])
+    rows[:2].mul_(valid01)
     # Σ log π and Σ A summed in float64 (not summed in float32 and then cast): the means then
     # agree across splits and ranks to float64 rounding.
     n_valid = torch.count_nonzero(valid).to(torch.float64)
@@ -172,7 +173,7 @@ def _score(parts: Sequence[SelectionPart], dist: Dist, extra: Sequence[str] = ()
         if not (math.isfinite(sum_lp) and math.isfinite(sum_adv)):
             _raise_not_finite(parts, masks)
     if "old_logprobs" in extra and value_checks_enabled(rows):
-        check_finite("parts.old_logprobs", rows[3 + list(extra).index("old_logprobs")], valid)
+        check_finite("parts.old_logprobs", rows[2 + list(extra).index("old_logprobs")], valid)
     n_tokens = int(n_valid)
     mean_lp = sum_lp / max(n_tokens, 1)
     mean_adv = sum_adv / max(n_tokens, 1)
@@ -198,12 +199,12 @@ def _clip_cov_candidates(sc: _Scored, config: ClipCovConfig) -> torch.Tensor:
     """``[n']`` 0/1: valid tokens with ``ω_low < cov_i < ω_high`` that PPO does not clip.
 
     ``n'`` is ``n`` rounded up to whole blocks (:func:`padded_to_blocks`), the tail zero.
-    Works in the rows of ``sc`` (log π, A, 0/1 mask, log π_old), overwriting them. Every
+    Works in the rows of ``sc`` (log π, A, log π_old, 0/1 mask), overwriting them. Every
     comparison writes 0/1 floats: on the CPU a comparison written into a float tensor is
     vectorised and one into a bool tensor is not (about 5x faster at these sizes); 0/1
     values combine exactly by product.
     """
-    lp, adv, valid01, old = sc.rows
+    lp, adv, old, valid01 = sc.rows
     n = lp.numel()
     flags = padded_to_blocks(lp)
     # inside: ω_low < cov_i < ω_high, and valid (cov_i is computed at every position).
