@@ -1,19 +1,20 @@
 """Cost of Clip-Cov / KL-Cov (global selection + loss + diagnostics) relative to plain PPO.
 
 One optimizer mini-batch of [64 x 1024] response tokens (ragged lengths), split into 4
-micro-batches as the trainer does. Each timed step is what the trainer runs per mini-batch on
-these tensors: (for Clip-Cov/KL-Cov) the global covariance selection over the 4 parts, then per
-micro-batch the objective with all its diagnostics and the backward pass to the log-probs.
-The model's forward/backward, which dominates a real step, is not included, so the ratios are
-an upper bound on the relative overhead.
+micro-batches as the trainer does. Each timed step is what the trainer's update
+(``entropyrl.train.update``) runs per mini-batch on these tensors: (for Clip-Cov/KL-Cov) the
+global covariance selection over the 4 parts, then per micro-batch the objective with all its
+diagnostics and the backward pass to the log-probs; the loss denominators come from the rows'
+token counts on the host, as there. The model's forward/backward, which dominates a real step,
+is not included, so the ratios are an upper bound on the relative overhead.
 
 The allocator is put in a trainer's state first: one untimed forward/backward of the testbed's
 micro model on one micro-batch, as the trainer runs around the selection and the losses. Its
 freed activations (megabytes) raise glibc's dynamic mmap/trim thresholds, after which
 mini-batch-sized temporaries are reused from the heap. A process that never ran a model keeps
 the initial thresholds and hands such temporaries back to the system at every free, paying
-page faults (hundreds per Clip-Cov/KL-Cov step) that a trainer does not pay; ``--cold`` times
-that state instead.
+page faults that a trainer does not pay (measured: about 300 per Clip-Cov/KL-Cov step without
+the warm-up, none with it); ``--cold`` times that state instead.
 
 The machine may be shared, so the three losses are timed interleaved (ppo, clip_cov, kl_cov,
 ppo, ...; the order rotates every round) and each ratio is taken within a round, against the

@@ -37,12 +37,13 @@ from typing import NamedTuple
 import torch
 
 from entropyrl._checks import check_finite, value_checks_enabled
-from entropyrl.covariance.blocks import BlockCounts, largest, padded_to_blocks
 from entropyrl.covariance.cov import centred_product
 from entropyrl.distributed import Dist
 from entropyrl.losses.base import check_policy_inputs
 from entropyrl.losses.clip_cov import ClipCovConfig
 from entropyrl.losses.kl_cov import KLCovConfig
+
+_ONE_PROCESS = Dist.single()  # the default ``dist`` (built once: it is never modified)
 
 
 class SelectionPart(NamedTuple):
@@ -91,8 +92,8 @@ class _Scored(NamedTuple):
     """This rank's parts flattened and concatenated in (part, row, position) order.
 
     ``rows`` is one buffer ``[R, n]``, the selection's own to overwrite: log π and A (both
-    zero at masked positions), the extra fields asked of :func:`_score`, then the mask as 0/1
-    in the dtype of the log-probs. Working in place in it, rather than on mini-batch-sized
+    zero at masked positions), the mask as 0/1 in the dtype of the log-probs, then the extra
+    fields asked of :func:`_score`. Working in place in it, rather than on mini-batch-sized
     temporaries, saves passes over memory and allocations.
     """
 
@@ -132,7 +133,7 @@ def _score(parts: Sequence[SelectionPart], dist: Dist, extra: Sequence[str] = ()
         parts: the micro-batches.
         dist: the ranks the sums are reduced over.
         extra: names of further :class:`SelectionPart` fields to gather (``old_logprobs``),
-            as the rows after log π and A.
+            as the rows after the mask.
 
     One host read in the usual case: the global sums (needed for ``N``). They double as the
     finiteness check of the log-probs and advantages, on every rank at once; ``old_logprobs``,
@@ -151,19 +152,19 @@ def _score(parts: Sequence[SelectionPart], dist: Dist, extra: Sequence[str] = ()
     columns = [[getattr(p, name) for p in parts] for name in ("logprobs", "advantages", *extra)]
     n = sum(m.numel() for m in masks)
     rows = torch.empty(len(columns) + 1, n, dtype=first.dtype, device=first.device)
-    _concat_into(rows[:-1], columns)
+    _concat_into(rows[:2], columns[:2])
+    if extra:
+        _concat_into(rows[3:], columns[2:])
     valid = _concat_into(torch.empty(n, dtype=torch.bool, device=first.device), [masks])
     # The mask as 0/1 floats, through uint8: on the CPU uint8 → float is vectorised and
     # bool → float is not.
-    valid01 = rows[-1].copy_(valid.view(torch.uint8))
+    valid01 = rows[2].copy_(valid.view(torch.uint8))
     # A product by 0/1 (several times cheaper than torch.where) zeroes masked positions
     # exactly as long as no NaN/inf sits there (0·inf = NaN), which the sums below detect.
     rows[:2].mul_(valid01)
-    # Σ log π and Σ A summed in float64 (not summed in float32 and then cast): the means then
-    # agree across splits and ranks to float64 rounding.
-    n_valid = torch.count_nonzero(valid).to(torch.float64)
-    sums = torch.cat([rows[:2].double().sum(1), n_valid[None]])
-    sum_lp, sum_adv, n_valid = dist.all_reduce(sums).tolist()
+    # Σ log π, Σ A and N in one pass, summed in float64 (not summed in float32 and then cast):
+    # the means then agree across splits and ranks to float64 rounding.
+    sum_lp, sum_adv, n_valid = dist.all_reduce(rows[:3].double().sum(1)).tolist()
     if not (math.isfinite(sum_lp) and math.isfinite(sum_adv)):
         # A NaN/inf somewhere, at a valid position (an error) or in the padding (allowed). Mask
         # with masked_fill, which lets nothing through from the padding, and sum again; every
@@ -173,7 +174,7 @@ def _score(parts: Sequence[SelectionPart], dist: Dist, extra: Sequence[str] = ()
         if not (math.isfinite(sum_lp) and math.isfinite(sum_adv)):
             _raise_not_finite(parts, masks)
     if "old_logprobs" in extra and value_checks_enabled(rows):
-        check_finite("parts.old_logprobs", rows[2 + list(extra).index("old_logprobs")], valid)
+        check_finite("parts.old_logprobs", rows[3 + list(extra).index("old_logprobs")], valid)
     n_tokens = int(n_valid)
     mean_lp = sum_lp / max(n_tokens, 1)
     mean_adv = sum_adv / max(n_tokens, 1)
@@ -190,39 +191,38 @@ def _raise_not_finite(parts: Sequence[SelectionPart], masks: list[torch.Tensor])
 
 
 def _split_to_parts(flat: torch.Tensor, shapes: Sequence[torch.Size]) -> list[torch.Tensor]:
-    """Cut a flat vector ``[n]`` back into one view of ``shapes[i]`` per part."""
+    """Cut a flat vector ``[n]`` back into one view of ``shapes[i]`` ``[b, T]`` per part."""
+    width = shapes[0][1]
+    if width and all(s[1] == width for s in shapes):  # one split of the rows
+        return list(flat.view(-1, width).split([s[0] for s in shapes]))
     chunks = flat.split([s.numel() for s in shapes])
     return [chunk.view(shape) for chunk, shape in zip(chunks, shapes, strict=True)]
 
 
 def _clip_cov_candidates(sc: _Scored, config: ClipCovConfig) -> torch.Tensor:
-    """``[n']`` 0/1: valid tokens with ``ω_low < cov_i < ω_high`` that PPO does not clip.
+    """``[n]`` bool: valid tokens with ``ω_low < cov_i < ω_high`` that PPO does not clip.
 
-    ``n'`` is ``n`` rounded up to whole blocks (:func:`padded_to_blocks`), the tail zero.
-    Works in the rows of ``sc`` (log π, A, log π_old, 0/1 mask), overwriting them. Every
+    Works in the rows of ``sc`` (log π, A, 0/1 mask, log π_old), overwriting them. Every
     comparison writes 0/1 floats: on the CPU a comparison written into a float tensor is
     vectorised and one into a bool tensor is not (about 5x faster at these sizes); 0/1
     values combine exactly by product.
     """
-    lp, adv, old, valid01 = sc.rows
-    n = lp.numel()
-    flags = padded_to_blocks(lp)
-    # inside: ω_low < cov_i < ω_high, and valid (cov_i is computed at every position).
-    cov = centred_product(lp, adv, None, sc.mean_logprob, sc.mean_advantage, out=flags[:n])
+    lp, adv, valid01, old = sc.rows
+    cov = centred_product(lp, adv, None, sc.mean_logprob, sc.mean_advantage)  # everywhere
+    log_ratio = torch.sub(lp, old, out=old)
+    # inside: ω_low < cov_i < ω_high, and valid.
+    inside = torch.gt(cov, config.cov_low, out=lp).mul_(cov.lt_(config.cov_high)).mul_(valid01)
     # PPO clips a token when A > 0 and r > 1 + ε_high, or A < 0 and r < 1 − ε_low; tested on
     # the log-ratio to avoid an exp. With ε_low ≥ 1 (the default 1) the low clip never
     # fires (log 0 = −inf), so its test is skipped.
-    log_ratio = torch.sub(lp, old, out=old)
-    inside = torch.gt(cov, config.cov_low, out=lp).mul_(cov.lt_(config.cov_high)).mul_(valid01)
-    clipped = torch.gt(log_ratio, math.log1p(config.clip.eps_high), out=flags[:n])
+    clipped = torch.gt(log_ratio, math.log1p(config.clip.eps_high), out=cov)
     clipped.mul_(torch.gt(adv, 0.0, out=valid01))
     if config.clip.eps_low < 1:
         # Exclusive with the high clip (A < 0 vs A > 0): the sum stays 0/1.
         low = torch.lt(adv, 0.0, out=adv).mul_(log_ratio.lt_(math.log1p(-config.clip.eps_low)))
         clipped.add_(low)
     # inside > clipped: in the band, valid and not clipped (one pass over 0/1 values).
-    torch.gt(inside, clipped, out=clipped)
-    return flags
+    return torch.gt(inside, clipped, out=clipped).bool()
 
 
 def select_clip_cov(
@@ -251,10 +251,12 @@ def select_clip_cov(
     config = config or ClipCovConfig()
     if generator is None:
         generator = torch.Generator().manual_seed(0)
-    dist = dist or Dist.single()
+    dist = dist or _ONE_PROCESS
     sc = _score(parts, dist, extra=("old_logprobs",))
-    counts = BlockCounts.of(_clip_cov_candidates(sc, config))
-    n_local = counts.total()  # the one host read here
+    # Running count of candidates: its last entry is their number (the one host read here),
+    # and the j-th candidate (from 0) is where it first reaches j + 1.
+    running = _clip_cov_candidates(sc, config).cumsum(0)
+    n_local = int(running[-1]) if running.numel() else 0
     offset, n_candidates = dist.counts(n_local)
     k = min(selection_count(config.ratio, sc.n_tokens), n_candidates)
     chosen = torch.randperm(n_candidates, generator=generator)[:k]
@@ -262,9 +264,9 @@ def select_clip_cov(
     if dist.world > 1:
         # Keep the draws that fall in this rank's slice of the global candidate list.
         local = chosen[(chosen >= offset) & (chosen < offset + n_local)] - offset
-    flat = torch.zeros(counts.blocks.numel(), dtype=torch.bool, device=counts.blocks.device)
-    flat.index_fill_(0, counts.positions(local + 1), True)
-    masks = _split_to_parts(flat[: sc.valid.numel()], sc.shapes)
+    positions = torch.searchsorted(running, (local + 1).to(running.device))
+    flat = torch.zeros(running.numel(), dtype=torch.bool, device=running.device)
+    masks = _split_to_parts(flat.index_fill_(0, positions, True), sc.shapes)
     return CovSelection(masks, sc.n_tokens, n_candidates, k, sc.mean_logprob, sc.mean_advantage)
 
 
@@ -288,26 +290,24 @@ def select_kl_cov(
         The per-part selection masks and global counts.
     """
     config = config or KLCovConfig()
-    dist = dist or Dist.single()
+    dist = dist or _ONE_PROCESS
     sc = _score(parts, dist)
     lp, adv, valid01 = sc.rows
     n_local = lp.numel()
-    # cov_i at valid positions, −inf at masked ones and in the padding to whole blocks (never
-    # among the top k, as k ≤ N): the product is taken everywhere, then (m − 1)/m is added,
-    # 0 where m = 1 and −inf where m = 0. Float passes: torch.where on a bool mask is not
-    # vectorised on the CPU.
-    values = padded_to_blocks(lp, float("-inf"))
-    cov = centred_product(lp, adv, None, sc.mean_logprob, sc.mean_advantage,
-                          out=values[:n_local])
-    cov.add_((valid01 - 1).div_(valid01))
+    # cov_i at valid positions, −inf at masked ones (never among the top k, as k ≤ N): the
+    # product is taken everywhere, then (m − 1)/m is added, 0 where m = 1 and −inf where
+    # m = 0. Float passes: torch.where on a bool mask is not vectorised on the CPU (about 4x
+    # the time of these three passes here).
+    values = centred_product(lp, adv, None, sc.mean_logprob, sc.mean_advantage, out=lp)
+    values.add_((valid01 - 1).div_(valid01))
     offset, _ = dist.counts(n_local)
     k = min(selection_count(config.ratio, sc.n_tokens), sc.n_tokens)
-    flat = _top_k_mask(values, min(k, n_local))[:n_local]
+    flat = _top_k_mask(values, min(k, n_local))
     if dist.world > 1:
         top = flat.nonzero().squeeze(-1)
-        top = dist.merge_top_k(cov[top], top + offset, k) - offset
+        top = dist.merge_top_k(values[top], top + offset, k) - offset
         top = top[(top >= 0) & (top < n_local)]
-        flat = torch.zeros(n_local, dtype=torch.bool, device=lp.device)
+        flat = torch.zeros(n_local, dtype=torch.bool, device=values.device)
         flat.index_fill_(0, top, True)
     masks = _split_to_parts(flat, sc.shapes)
     return CovSelection(masks, sc.n_tokens, sc.n_tokens, k, sc.mean_logprob, sc.mean_advantage)
@@ -316,22 +316,23 @@ def select_kl_cov(
 def _top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
     """Bool mask ``[n]`` of the ``k`` largest values, ties broken by the lower index.
 
-    ``n`` is a multiple of the block size. No host read: the ``k``-th largest value is the
-    threshold; every value above it is among the top-k, and the remaining places go to the
-    first ties in index order.
+    No host read: the ``k``-th largest value is the threshold; every value above it is among
+    the top-k, and the remaining places go to the first ties in index order, found from the
+    running count of ties (the ``j``-th tie is where it first reaches ``j``).
     """
     n = values.numel()
     if k >= n:
         return torch.ones(n, dtype=torch.bool, device=values.device)
     if k == 0:
         return torch.zeros(n, dtype=torch.bool, device=values.device)
-    top_values, top_positions = largest(values, k)
-    threshold = top_values.min()
-    above = top_values > threshold  # [k]: the top-k entries strictly above the threshold
+    top = torch.topk(values, k, sorted=False)
+    threshold = top.values.min()
+    above = top.values > threshold  # [k]: the top-k entries strictly above the threshold
     # One spare place at the end: a tie rank beyond the number of ties lands there.
     flat = torch.zeros(n + 1, dtype=torch.bool, device=values.device)
-    flat.index_put_((top_positions,), above)
-    ties = BlockCounts.of(torch.eq(values, threshold, out=torch.empty_like(values)))
+    flat.index_put_((top.indices,), above)
+    ties = torch.eq(values, threshold, out=torch.empty_like(values)).bool()
     ranks = torch.arange(1, k + 1, device=values.device)  # [k]
-    flat.index_put_((ties.positions(ranks),), ranks <= k - above.sum())
+    places = torch.searchsorted(ties.cumsum(0), ranks)  # [k] where the j-th tie is, or n
+    flat.index_put_((places,), ranks <= k - above.sum())
     return flat[:n]
