@@ -1,11 +1,20 @@
 """Cost of Clip-Cov / KL-Cov (global selection + loss + diagnostics) relative to plain PPO.
 
 One optimizer mini-batch of [64 x 1024] response tokens (ragged lengths), split into 4
-micro-batches as the trainer does. Each timed step is what the trainer runs per mini-batch on
-these tensors: (for Clip-Cov/KL-Cov) the global covariance selection over the 4 parts, then per
-micro-batch the objective with all its diagnostics and the backward pass to the log-probs.
-The model's forward/backward, which dominates a real step, is not included, so the ratios are
-an upper bound on the relative overhead.
+micro-batches as the trainer does. Each timed step is what the trainer's update
+(``entropyrl.train.update``) runs per mini-batch on these tensors: (for Clip-Cov/KL-Cov) the
+global covariance selection over the 4 parts, then per micro-batch the objective with all its
+diagnostics and the backward pass to the log-probs; the loss denominators come from the rows'
+token counts on the host, as there. The model's forward/backward, which dominates a real step,
+is not included, so the ratios are an upper bound on the relative overhead.
+
+The allocator is put in a trainer's state first: one untimed forward/backward of the testbed's
+micro model on one micro-batch, as the trainer runs around the selection and the losses. Its
+freed activations (megabytes) raise glibc's dynamic mmap/trim thresholds, after which
+mini-batch-sized temporaries are reused from the heap. A process that never ran a model keeps
+the initial thresholds and hands such temporaries back to the system at every free, paying
+page faults that a trainer does not pay (measured: about 300 per Clip-Cov/KL-Cov step without
+the warm-up, none with it); ``--cold`` times that state instead.
 
 The machine may be shared, so the three losses are timed interleaved (ppo, clip_cov, kl_cov,
 ppo, ...; the order rotates every round) and each ratio is taken within a round, against the
@@ -13,6 +22,7 @@ PPO step of the same round; the table gives the median and the interquartile ran
 the per-round ratios.
 
 Run: .venv/bin/python bench/bench_losses.py [--rounds 30] [--threads 2] [--clock wall|cpu]
+[--cold]
 """
 
 from __future__ import annotations
@@ -39,8 +49,25 @@ def make_batch():
     return lp, old, adv, mask
 
 
-def step(config: LossConfig, batch) -> None:
-    mask = batch[3]
+def warm_allocator() -> None:
+    """One forward/backward of the micro model on a ``[B / PARTS, T]`` response (untimed)."""
+    from transformers import Qwen2ForCausalLM
+
+    from entropyrl import testbed
+    from entropyrl.policy import response_token_stats
+
+    tokenizer = testbed.build_tokenizer()
+    model = Qwen2ForCausalLM(testbed.micro_config(len(tokenizer)))
+    prompt = 8
+    ids = torch.randint(len(tokenizer), (B // PARTS, prompt + T),
+                        generator=torch.Generator().manual_seed(0))
+    stats = response_token_stats(model, ids, torch.ones_like(ids), prompt, temperature=1.0,
+                                 with_entropy=False)
+    stats.logprobs.sum().backward()
+
+
+def step(config: LossConfig, batch, lengths: torch.Tensor) -> None:
+    """One mini-batch as the trainer's update runs it (``lengths``: host token counts)."""
     parts = [SelectionPart(*xs) for xs in zip(*(x.chunk(PARTS) for x in batch), strict=True)]
     selected: list[torch.Tensor | None] = [None] * PARTS
     if config.name == "clip_cov":
@@ -48,7 +75,8 @@ def step(config: LossConfig, batch) -> None:
         selected = list(select_clip_cov(parts, config.clip_cov, generator=gen).masks)
     elif config.name == "kl_cov":
         selected = list(select_kl_cov(parts, config.kl_cov).masks)
-    den = Denominators.of(mask)
+    # From the rows' token counts on the host, as the trainer's update does (no mask pass).
+    den = Denominators(int(lengths.sum()), int((lengths > 0).sum()))
     for part, sel in zip(parts, selected, strict=True):
         leaf = part.logprobs.clone().requires_grad_(True)
         obj = compute_objective(
@@ -61,9 +89,9 @@ def step(config: LossConfig, batch) -> None:
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def time_step(config: LossConfig, batch, clock) -> float:
+def time_step(config: LossConfig, batch, lengths: torch.Tensor, clock) -> float:
     t0 = clock()
-    step(config, batch)
+    step(config, batch, lengths)
     return clock() - t0
 
 
@@ -79,9 +107,15 @@ def main() -> None:
     parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
                         help="wall time, or this process's CPU time (steadier on a loaded "
                              "machine, with --threads 1)")
+    parser.add_argument("--cold", action="store_true",
+                        help="skip the model forward/backward that puts the allocator in a "
+                             "trainer's state (module docstring)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if not args.cold:
+        warm_allocator()
     batch = make_batch()
+    lengths = batch[3].sum(1)  # copied to the host once per rollout step in the trainer
     configs = {
         "ppo": LossConfig(name="ppo"),
         "clip_cov": LossConfig(name="clip_cov", clip_cov=ClipCovConfig()),
@@ -90,13 +124,14 @@ def main() -> None:
     names = list(configs)
     for _ in range(3):
         for name in names:
-            step(configs[name], batch)
+            step(configs[name], batch, lengths)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.rounds):
         for name in names[r % 3:] + names[: r % 3]:
-            times[name].append(time_step(configs[name], batch, CLOCKS[args.clock]))
+            times[name].append(time_step(configs[name], batch, lengths, CLOCKS[args.clock]))
     print(f"loss step on [{B} x {T}] tokens in {PARTS} micro-batches, {args.rounds} interleaved "
-          f"rounds, {args.threads} thread(s), {args.clock} clock")
+          f"rounds, {args.threads} thread(s), {args.clock} clock, "
+          f"{'cold' if args.cold else 'trainer'} allocator")
     print(f"{'loss':<10}{'ms':>9}{'vs ppo':>9}{'IQR':>15}{'target':>10}")
     for name in names:
         ms = statistics.median(times[name]) * 1e3

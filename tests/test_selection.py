@@ -13,7 +13,7 @@ from entropyrl.covariance import (
     select_kl_cov,
 )
 from entropyrl.distributed import Dist
-from entropyrl.losses import ClipCovConfig, KLCovConfig
+from entropyrl.losses import ClipCovConfig, KLCovConfig, PPOClip
 
 
 def make_batch(b=16, t=40, seed=0):
@@ -139,6 +139,100 @@ def test_selection_does_not_depend_on_the_micro_batch_split(n_parts):
         assert torch.equal(torch.cat(got.masks), ref.masks[0])
         assert ref.n_selected > 1
         assert (got.n_tokens, got.n_candidates, got.n_selected) == (ref.n_tokens, ref.n_candidates, ref.n_selected)
+
+
+def plain_selection(lp, old, adv, mask, cfg, generator=None):
+    """Both selections written plainly (boolean indexing, a stable sort) on the whole batch.
+
+    The means are float64 sums of the valid values and cov_i is formed in the input dtype, as
+    the paper's reference does; returns the selected flat indices, sorted.
+    """
+    m = mask.flatten()
+    lp_v, adv_v = lp.flatten()[m], adv.flatten()[m]
+    n = int(m.sum())
+    mu_lp, mu_a = float(lp_v.double().sum()) / n, float(adv_v.double().sum()) / n
+    cov = (lp.flatten() - mu_lp) * (adv.flatten() - mu_a)
+    valid = m.nonzero().flatten()
+    k = max(1, math.floor(cfg.ratio * n))
+    if isinstance(cfg, KLCovConfig):
+        order = torch.sort(-cov[valid], stable=True).indices  # ties: lower index first
+        return valid[order[:k]].sort().values.tolist()
+    log_ratio = (lp - old).flatten()
+    a = adv.flatten()
+    clipped = (a > 0) & (log_ratio > math.log1p(cfg.clip.eps_high))
+    if cfg.clip.eps_low < 1:
+        clipped |= (a < 0) & (log_ratio < math.log1p(-cfg.clip.eps_low))
+    cand = (m & (cov > cfg.cov_low) & (cov < cfg.cov_high) & ~clipped).nonzero().flatten()
+    chosen = torch.randperm(len(cand), generator=generator)[: min(k, len(cand))]
+    return cand[chosen].sort().values.tolist()
+
+
+def random_case(seed):
+    """A ragged batch; every 5th has quantised values (ties), every 7th NaN in the padding,
+    every 3rd a Clip-Cov bound equal to some token's cov_i."""
+    g = torch.Generator().manual_seed(seed)
+    b, t = (int(x) for x in torch.randint(1, 24, (2,), generator=g) * torch.tensor([1, 3]))
+    old = -torch.rand(b, t, generator=g) * 6 * float(torch.rand(1, generator=g))
+    lp = old + 0.5 * torch.randn(b, t, generator=g)
+    adv = torch.randn(b, 1, generator=g) * 2 + 0.2 * (seed % 2) * torch.randn(b, t, generator=g)
+    if seed % 5 == 0:
+        lp, adv = (lp * 2).round() / 2, adv.round()
+    mask = torch.arange(t)[None, :] < torch.randint(0, t + 1, (b, 1), generator=g)
+    mask[0, 0] = True
+    if seed % 7 == 0:
+        lp = lp.masked_fill(~mask, float("nan"))
+    ratio = max(float(torch.rand(1, generator=g)) * 0.3, 1e-4)
+    low = float(torch.rand(1, generator=g)) * 2 - 1
+    if seed % 3 == 0:  # a bound equal to some token's cov_i (exclusive bounds drop it)
+        m = mask.flatten()
+        n = int(m.sum())
+        cov = ((lp.flatten() - float(lp.flatten()[m].double().sum()) / n)
+               * (adv.expand(b, t).flatten() - float(adv.expand(b, t).flatten()[m].double().sum()) / n))
+        low = float(cov[m][int(torch.randint(n, (1,), generator=g))])
+    eps = (1.0, 0.2)[seed % 2]
+    cc = ClipCovConfig(ratio=ratio, cov_low=low, cov_high=low + 3, clip=PPOClip(eps, eps))
+    return (lp, old, adv.contiguous(), mask), cc, KLCovConfig(ratio=ratio)
+
+
+def test_selection_matches_a_plain_reference_on_random_batches():
+    # Fast path (one buffer, float 0/1 flags, running counts) against plain_selection, over
+    # splits into 1-4 micro-batches.
+    for seed in range(300):
+        batch, cc, kl = random_case(seed)
+        parts = split(batch, min(1 + seed % 4, batch[0].shape[0]))
+        got = select_kl_cov(parts, kl)
+        flat = torch.cat([m.flatten() for m in got.masks]).nonzero().flatten().tolist()
+        assert flat == plain_selection(*batch, kl), seed
+        got = select_clip_cov(parts, cc, generator=torch.Generator().manual_seed(seed))
+        flat = torch.cat([m.flatten() for m in got.masks]).nonzero().flatten().tolist()
+        ref = plain_selection(*batch, cc, torch.Generator().manual_seed(seed))
+        assert flat == ref, seed
+        assert got.n_selected == len(ref)
+
+
+def test_kl_cov_top_k_matches_a_plain_reference_with_many_ties():
+    # Quantised values: many ties at the threshold, spread over the micro-batches.
+    for seed, ratio in enumerate((1e-3, 4e-3, 0.02, 0.05)):
+        lp, old, adv, mask = make_batch(b=32, t=256, seed=seed)
+        lp = (lp * 2).round() / 2
+        adv = adv.round()
+        cfg = KLCovConfig(ratio=ratio)
+        got = select_kl_cov(split((lp, old, adv, mask), 4), cfg)
+        flat = torch.cat([m.flatten() for m in got.masks]).nonzero().flatten().tolist()
+        assert flat == plain_selection(lp, old, adv, mask, cfg)
+
+
+def test_parts_of_different_widths_select_as_their_flat_concatenation():
+    a, b = make_batch(b=6, t=40, seed=4), make_batch(b=5, t=23, seed=5)
+    flat = tuple(torch.cat([x.flatten(), y.flatten()])[None] for x, y in zip(a, b, strict=True))
+    for select, cfg, kw in ((select_kl_cov, KLCovConfig(ratio=0.05), False),
+                            (select_clip_cov, ClipCovConfig(ratio=0.05, cov_low=0.5), True)):
+        gen = (lambda: {"generator": torch.Generator().manual_seed(2)}) if kw else dict
+        got = select([SelectionPart(*a), SelectionPart(*b)], cfg, **gen())
+        ref = select([SelectionPart(*flat)], cfg, **gen())
+        assert [m.shape for m in got.masks] == [a[0].shape, b[0].shape]
+        assert torch.equal(torch.cat([m.flatten() for m in got.masks]), ref.masks[0].flatten())
+        assert ref.n_selected > 1
 
 
 def test_bad_parts_name_the_argument():

@@ -21,6 +21,7 @@ def centred_product(
     *,
     dtype: torch.dtype | None = None,
     fill: float = 0.0,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``cov_i`` of every token, ``fill`` at masked positions (unchecked inputs, detached).
 
@@ -35,6 +36,8 @@ def centred_product(
         dtype: dtype of the computation (default: that of ``logprobs``; the diagnostics use
             float64, the selection the input dtype as the reference implementation does).
         fill: the value at masked positions (the KL-Cov top-k uses −inf).
+        out: with ``mask=None``, a tensor of the result's shape and dtype to write ``cov_i``
+            into (it may be ``logprobs`` itself); the selection reuses its buffers this way.
 
     Returns:
         ``[B, T]`` ``cov_i`` in ``dtype``. Reads nothing on the host.
@@ -45,7 +48,9 @@ def centred_product(
     if mask is None:
         mean_logprob = lp.mean() if mean_logprob is None else mean_logprob
         mean_advantage = adv.mean() if mean_advantage is None else mean_advantage
-        return (lp - mean_logprob).mul_(adv - mean_advantage)
+        return torch.sub(lp, mean_logprob, out=out).mul_(adv - mean_advantage)
+    if out is not None:
+        raise ValueError("out: only supported without a mask")
     if mean_logprob is None or mean_advantage is None:
         zero = torch.zeros((), dtype=dtype, device=logprobs.device)
         n = mask.sum().clamp(min=1)

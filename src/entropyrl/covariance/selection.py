@@ -31,7 +31,7 @@ reproduces exactly those values (the trainer's default; see docs/selection.md fo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -42,6 +42,8 @@ from entropyrl.distributed import Dist
 from entropyrl.losses.base import check_policy_inputs
 from entropyrl.losses.clip_cov import ClipCovConfig
 from entropyrl.losses.kl_cov import KLCovConfig
+
+_ONE_PROCESS = Dist.single()  # the default ``dist`` (built once: it is never modified)
 
 
 class SelectionPart(NamedTuple):
@@ -87,40 +89,56 @@ def selection_count(ratio: float, n_tokens: int) -> int:
 
 
 class _Scored(NamedTuple):
-    """This rank's parts flattened and concatenated in (part, row, position) order."""
+    """This rank's parts flattened and concatenated in (part, row, position) order.
 
-    logprobs: torch.Tensor  # [n] log π, zero at masked positions
-    advantages: torch.Tensor  # [n] A, zero at masked positions
+    ``rows`` is one buffer ``[R, n]``, the selection's own to overwrite: log π and A (both
+    zero at masked positions), the mask as 0/1 in the dtype of the log-probs, then the extra
+    fields asked of :func:`_score`. Working in place in it, rather than on mini-batch-sized
+    temporaries, saves passes over memory and allocations.
+    """
+
+    rows: torch.Tensor  # [R, n]
     valid: torch.Tensor  # [n] bool
-    valid01: torch.Tensor  # [n] the same as 0/1 in the dtype of the log-probs
     shapes: list[torch.Size]
     n_tokens: int  # global
     mean_logprob: float
     mean_advantage: float
 
 
-def _flat(xs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The tensors flattened and concatenated into a new tensor (the caller's to overwrite).
+def _concat_into(out: torch.Tensor, columns: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+    """Write each column's ``[b, T]`` tensors, flattened and concatenated, into a row of ``out``.
 
-    Mini-batch-sized temporaries are large enough for the allocator to return them to the
-    system, so every one saved by working in place spares page faults, not just a pass.
+    One ``torch.cat`` (of one dtype: a mixed one leaves the fast contiguous copy) for the
+    whole buffer; when every part has the same width ``T`` (the micro-batches of one
+    mini-batch do) it concatenates the rows as they are, unflattened.
     """
-    if len(xs) == 1:
-        return xs[0].detach().reshape(-1).clone()
-    return torch.cat([x.detach().reshape(-1) for x in xs])
+    xs = [x for column in columns for x in column]
+    width = xs[0].shape[1]
+    with torch.no_grad():
+        if width and all(x.shape[1] == width for x in xs):
+            torch.cat(xs, out=out.view(-1, width))
+        else:
+            torch.cat([x.reshape(-1) for x in xs], out=out.view(-1))
+    return out
 
 
-def _score(parts: Sequence[SelectionPart], dist: Dist) -> _Scored:
-    """Validate the parts, zero them at masked positions and take the global means.
+def _score(parts: Sequence[SelectionPart], dist: Dist, extra: Sequence[str] = ()) -> _Scored:
+    """Validate the parts, gather them into one buffer and take the global means.
 
     Working on one concatenated vector makes every reduction see the same values in the same
     order whatever the split, so the means (and hence the selection) are split-independent;
     across ranks the float64 sums differ only by float64 rounding.
 
+    Args:
+        parts: the micro-batches.
+        dist: the ranks the sums are reduced over.
+        extra: names of further :class:`SelectionPart` fields to gather (``old_logprobs``),
+            as the rows after the mask.
+
     One host read in the usual case: the global sums (needed for ``N``). They double as the
-    finiteness check of the log-probs and advantages, on every rank at once; ``old_logprobs``
-    are checked when ``ENTROPYRL_DEBUG_CHECKS`` allows
-    (:func:`~entropyrl._checks.value_checks_enabled`).
+    finiteness check of the log-probs and advantages, on every rank at once; ``old_logprobs``,
+    when gathered (Clip-Cov reads them, KL-Cov does not), are checked when
+    ``ENTROPYRL_DEBUG_CHECKS`` allows (:func:`~entropyrl._checks.value_checks_enabled`).
     """
     if len(parts) == 0:
         raise ValueError("parts: expected at least one micro-batch, got an empty list")
@@ -130,48 +148,37 @@ def _score(parts: Sequence[SelectionPart], dist: Dist) -> _Scored:
             masks.append(check_policy_inputs(*p, check_values=False))
         except ValueError as err:
             raise ValueError(f"parts[{i}].{err}") from None
-    lp0 = _flat([p.logprobs for p in parts])
-    adv0 = _flat([p.advantages for p in parts])
-    valid = torch.cat([m.reshape(-1) for m in masks])
-    # The mask as 0/1 floats, through uint8: on the CPU bool → float is not vectorised but
-    # uint8 → float is, and a product by 0/1 is several times cheaper than torch.where. It
-    # zeroes masked positions exactly as long as no NaN/inf sits there (0·inf = NaN), which
-    # the sums below detect.
-    valid01 = valid.view(torch.uint8).to(lp0.dtype)
-    lp0.mul_(valid01)
-    adv0.mul_(valid01)
-    # Summed in float64 (not summed in float32 and then cast): the means then agree across
-    # splits and ranks to float64 rounding.
-    sums = torch.stack([lp0.double().sum(), adv0.double().sum(), valid.sum().double()])
-    sum_lp, sum_adv, n_valid = dist.all_reduce(sums).tolist()
+    first = parts[0].logprobs
+    columns = [[getattr(p, name) for p in parts] for name in ("logprobs", "advantages", *extra)]
+    n = sum(m.numel() for m in masks)
+    rows = torch.empty(len(columns) + 1, n, dtype=first.dtype, device=first.device)
+    _concat_into(rows[:2], columns[:2])
+    if extra:
+        _concat_into(rows[3:], columns[2:])
+    valid = _concat_into(torch.empty(n, dtype=torch.bool, device=first.device), [masks])
+    # The mask as 0/1 floats, through uint8: on the CPU uint8 → float is vectorised and
+    # bool → float is not.
+    valid01 = rows[2].copy_(valid.view(torch.uint8))
+    # A product by 0/1 (several times cheaper than torch.where) zeroes masked positions
+    # exactly as long as no NaN/inf sits there (0·inf = NaN), which the sums below detect.
+    rows[:2].mul_(valid01)
+    # Σ log π, Σ A and N in one pass, summed in float64 (not summed in float32 and then cast):
+    # the means then agree across splits and ranks to float64 rounding.
+    sum_lp, sum_adv, n_valid = dist.all_reduce(rows[:3].double().sum(1)).tolist()
     if not (math.isfinite(sum_lp) and math.isfinite(sum_adv)):
         # A NaN/inf somewhere, at a valid position (an error) or in the padding (allowed). Mask
-        # with torch.where, which lets nothing through from the padding, and sum again; every
+        # with masked_fill, which lets nothing through from the padding, and sum again; every
         # rank saw the same sums, so all of them take this branch.
-        lp0 = torch.where(valid, _flat([p.logprobs for p in parts]), 0.0)
-        adv0 = torch.where(valid, _flat([p.advantages for p in parts]), 0.0)
-        sums = dist.all_reduce(torch.stack([lp0.double().sum(), adv0.double().sum()]))
-        sum_lp, sum_adv = sums.tolist()
+        _concat_into(rows[:2], columns[:2]).masked_fill_(~valid, 0.0)
+        sum_lp, sum_adv = dist.all_reduce(rows[:2].double().sum(1)).tolist()
         if not (math.isfinite(sum_lp) and math.isfinite(sum_adv)):
             _raise_not_finite(parts, masks)
-    if value_checks_enabled(lp0):
-        for p, m in zip(parts, masks, strict=True):
-            check_finite("parts.old_logprobs", p.old_logprobs, m)
+    if "old_logprobs" in extra and value_checks_enabled(rows):
+        check_finite("parts.old_logprobs", rows[3 + list(extra).index("old_logprobs")], valid)
     n_tokens = int(n_valid)
     mean_lp = sum_lp / max(n_tokens, 1)
     mean_adv = sum_adv / max(n_tokens, 1)
-    shapes = [m.shape for m in masks]
-    return _Scored(lp0, adv0, valid, valid01, shapes, n_tokens, mean_lp, mean_adv)
-
-
-def _flag(compare: Callable[..., torch.Tensor], x: torch.Tensor, bound: float) -> torch.Tensor:
-    """``compare(x, bound)`` (``torch.gt``, ``torch.lt``) as 0/1 in ``x``'s dtype.
-
-    On the CPU a comparison written into a float tensor is vectorised and one into a bool
-    tensor is not (about 5x faster at these sizes); 0/1 values combine exactly by product.
-    The in-place ``x.gt_(bound)`` does the same on a temporary that is not needed after.
-    """
-    return compare(x, bound, out=torch.empty_like(x))
+    return _Scored(rows, valid, [m.shape for m in masks], n_tokens, mean_lp, mean_adv)
 
 
 def _raise_not_finite(parts: Sequence[SelectionPart], masks: list[torch.Tensor]) -> None:
@@ -183,17 +190,39 @@ def _raise_not_finite(parts: Sequence[SelectionPart], masks: list[torch.Tensor])
                      "on another rank")
 
 
-def _split_to_parts(flat: torch.Tensor, scored: _Scored, parts: Sequence[SelectionPart]) -> list[
-    torch.Tensor
-]:
-    """Cut a flat bool vector back into one ``[b, T]`` mask per part (on its device)."""
-    if len(parts) == 1:
-        return [flat.view(scored.shapes[0]).to(parts[0].logprobs.device)]
-    sizes = [s.numel() for s in scored.shapes]
-    return [
-        chunk.view(shape).to(p.logprobs.device)
-        for chunk, shape, p in zip(flat.split(sizes), scored.shapes, parts, strict=True)
-    ]
+def _split_to_parts(flat: torch.Tensor, shapes: Sequence[torch.Size]) -> list[torch.Tensor]:
+    """Cut a flat vector ``[n]`` back into one view of ``shapes[i]`` ``[b, T]`` per part."""
+    width = shapes[0][1]
+    if width and all(s[1] == width for s in shapes):  # one split of the rows
+        return list(flat.view(-1, width).split([s[0] for s in shapes]))
+    chunks = flat.split([s.numel() for s in shapes])
+    return [chunk.view(shape) for chunk, shape in zip(chunks, shapes, strict=True)]
+
+
+def _clip_cov_candidates(sc: _Scored, config: ClipCovConfig) -> torch.Tensor:
+    """``[n]`` bool: valid tokens with ``ω_low < cov_i < ω_high`` that PPO does not clip.
+
+    Works in the rows of ``sc`` (log π, A, 0/1 mask, log π_old), overwriting them. Every
+    comparison writes 0/1 floats: on the CPU a comparison written into a float tensor is
+    vectorised and one into a bool tensor is not (about 5x faster at these sizes); 0/1
+    values combine exactly by product.
+    """
+    lp, adv, valid01, old = sc.rows
+    cov = centred_product(lp, adv, None, sc.mean_logprob, sc.mean_advantage)  # everywhere
+    log_ratio = torch.sub(lp, old, out=old)
+    # inside: ω_low < cov_i < ω_high, and valid.
+    inside = torch.gt(cov, config.cov_low, out=lp).mul_(cov.lt_(config.cov_high)).mul_(valid01)
+    # PPO clips a token when A > 0 and r > 1 + ε_high, or A < 0 and r < 1 − ε_low; tested on
+    # the log-ratio to avoid an exp. With ε_low ≥ 1 (the default 1) the low clip never
+    # fires (log 0 = −inf), so its test is skipped.
+    clipped = torch.gt(log_ratio, math.log1p(config.clip.eps_high), out=cov)
+    clipped.mul_(torch.gt(adv, 0.0, out=valid01))
+    if config.clip.eps_low < 1:
+        # Exclusive with the high clip (A < 0 vs A > 0): the sum stays 0/1.
+        low = torch.lt(adv, 0.0, out=adv).mul_(log_ratio.lt_(math.log1p(-config.clip.eps_low)))
+        clipped.add_(low)
+    # inside > clipped: in the band, valid and not clipped (one pass over 0/1 values).
+    return torch.gt(inside, clipped, out=clipped).bool()
 
 
 def select_clip_cov(
@@ -222,30 +251,11 @@ def select_clip_cov(
     config = config or ClipCovConfig()
     if generator is None:
         generator = torch.Generator().manual_seed(0)
-    dist = dist or Dist.single()
-    sc = _score(parts, dist)
-    # cov_i of every position; the product by the 0/1 mask keeps the valid ones in the band.
-    # (cov is a temporary of ours: its own test overwrites it.)
-    cov = centred_product(sc.logprobs, sc.advantages, None, sc.mean_logprob, sc.mean_advantage)
-    inside = _flag(torch.gt, cov, config.cov_low).mul_(cov.lt_(config.cov_high))
-    inside.mul_(sc.valid01)
-    # PPO clips a token when A > 0 and r > 1 + ε_high, or A < 0 and r < 1 − ε_low; tested on
-    # the log-ratio to avoid an exp. With ε_low ≥ 1 (the default 1) the low clip never
-    # fires (log 0 = −inf), so its test is skipped.
-    old = _flat([p.old_logprobs for p in parts])
-    log_ratio = torch.sub(sc.logprobs, old, out=old)
-    adv = sc.advantages
-    clipped = _flag(torch.gt, adv, 0.0).mul_(_flag(torch.gt, log_ratio,
-                                                   math.log1p(config.clip.eps_high)))
-    if config.clip.eps_low < 1:
-        # Exclusive with the high clip (A < 0 vs A > 0): the sum stays 0/1.
-        low = log_ratio.lt_(math.log1p(-config.clip.eps_low))
-        clipped.add_(_flag(torch.lt, adv, 0.0).mul_(low))
-    # inside > clipped: in the band and not clipped (one pass over 0/1 values).
-    candidates = torch.gt(inside, clipped, out=clipped).bool()
+    dist = dist or _ONE_PROCESS
+    sc = _score(parts, dist, extra=("old_logprobs",))
     # Running count of candidates: its last entry is their number (the one host read here),
     # and the j-th candidate (from 0) is where it first reaches j + 1.
-    running = candidates.cumsum(0)
+    running = _clip_cov_candidates(sc, config).cumsum(0)
     n_local = int(running[-1]) if running.numel() else 0
     offset, n_candidates = dist.counts(n_local)
     k = min(selection_count(config.ratio, sc.n_tokens), n_candidates)
@@ -256,8 +266,7 @@ def select_clip_cov(
         local = chosen[(chosen >= offset) & (chosen < offset + n_local)] - offset
     positions = torch.searchsorted(running, (local + 1).to(running.device))
     flat = torch.zeros(running.numel(), dtype=torch.bool, device=running.device)
-    flat[positions] = True
-    masks = _split_to_parts(flat, sc, parts)
+    masks = _split_to_parts(flat.index_fill_(0, positions, True), sc.shapes)
     return CovSelection(masks, sc.n_tokens, n_candidates, k, sc.mean_logprob, sc.mean_advantage)
 
 
@@ -281,12 +290,16 @@ def select_kl_cov(
         The per-part selection masks and global counts.
     """
     config = config or KLCovConfig()
-    dist = dist or Dist.single()
+    dist = dist or _ONE_PROCESS
     sc = _score(parts, dist)
-    # Masked positions hold −inf and k ≤ N, so they are never among the top k.
-    values = centred_product(sc.logprobs, sc.advantages, sc.valid, sc.mean_logprob,
-                             sc.mean_advantage, fill=float("-inf"))
-    n_local = int(values.numel())
+    lp, adv, valid01 = sc.rows
+    n_local = lp.numel()
+    # cov_i at valid positions, −inf at masked ones (never among the top k, as k ≤ N): the
+    # product is taken everywhere, then (m − 1)/m is added, 0 where m = 1 and −inf where
+    # m = 0. Float passes: torch.where on a bool mask is not vectorised on the CPU (about 4x
+    # the time of these three passes here).
+    values = centred_product(lp, adv, None, sc.mean_logprob, sc.mean_advantage, out=lp)
+    values.add_((valid01 - 1).div_(valid01))
     offset, _ = dist.counts(n_local)
     k = min(selection_count(config.ratio, sc.n_tokens), sc.n_tokens)
     flat = _top_k_mask(values, min(k, n_local))
@@ -295,8 +308,8 @@ def select_kl_cov(
         top = dist.merge_top_k(values[top], top + offset, k) - offset
         top = top[(top >= 0) & (top < n_local)]
         flat = torch.zeros(n_local, dtype=torch.bool, device=values.device)
-        flat[top] = True
-    masks = _split_to_parts(flat, sc, parts)
+        flat.index_fill_(0, top, True)
+    masks = _split_to_parts(flat, sc.shapes)
     return CovSelection(masks, sc.n_tokens, sc.n_tokens, k, sc.mean_logprob, sc.mean_advantage)
 
 
@@ -304,7 +317,8 @@ def _top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
     """Bool mask ``[n]`` of the ``k`` largest values, ties broken by the lower index.
 
     No host read: the ``k``-th largest value is the threshold; every value above it is among
-    the top-k, and the remaining places go to the first ties in index order.
+    the top-k, and the remaining places go to the first ties in index order, found from the
+    running count of ties (the ``j``-th tie is where it first reaches ``j``).
     """
     n = values.numel()
     if k >= n:
@@ -314,8 +328,11 @@ def _top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
     top = torch.topk(values, k, sorted=False)
     threshold = top.values.min()
     above = top.values > threshold  # [k]: the top-k entries strictly above the threshold
-    flat = torch.zeros(n, dtype=torch.bool, device=values.device)
+    # One spare place at the end: a tie rank beyond the number of ties lands there.
+    flat = torch.zeros(n + 1, dtype=torch.bool, device=values.device)
     flat.index_put_((top.indices,), above)
-    ties = values == threshold
-    flat |= ties & (ties.cumsum(0) <= k - above.sum())
-    return flat
+    ties = torch.eq(values, threshold, out=torch.empty_like(values)).bool()
+    ranks = torch.arange(1, k + 1, device=values.device)  # [k]
+    places = torch.searchsorted(ties.cumsum(0), ranks)  # [k] where the j-th tie is, or n
+    flat.index_put_((places,), ranks <= k - above.sum())
+    return flat[:n]

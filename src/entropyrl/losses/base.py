@@ -150,14 +150,26 @@ def zero_masked(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, per_token, zero)
 
 
-def check_selected(selected: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+class Chosen(NamedTuple):
+    """A covariance selection restricted to the valid tokens, and its size.
+
+    Attributes:
+        mask: ``selected & mask`` ``[B, T]`` bool (equal to ``selected`` when it passes).
+        n_tokens: its number of tokens, a 0-dim integer tensor (no host read).
+    """
+
+    mask: torch.Tensor
+    n_tokens: torch.Tensor
+
+
+def check_selected(selected: torch.Tensor, mask: torch.Tensor) -> Chosen:
     """Require a bool selection mask ``[B, T]`` that is a subset of the valid tokens.
 
     The shape and dtype are always checked; the subset test reads values, so it follows
     ``ENTROPYRL_DEBUG_CHECKS`` like the finite checks.
 
     Returns:
-        ``selected & mask`` (equal to ``selected`` when it passes), for the caller's counts.
+        ``selected & mask`` and its count, for the caller's loss and ``selected_frac``.
     """
     if selected.shape != mask.shape or selected.dtype != torch.bool:
         raise ValueError(
@@ -165,6 +177,7 @@ def check_selected(selected: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             f"{selected.dtype} and shape {list(selected.shape)}"
         )
     inside = selected & mask
-    if value_checks_enabled(selected) and int(selected.sum() - inside.sum()) != 0:
+    count = inside.sum()
+    if value_checks_enabled(selected) and int(selected.sum() - count) != 0:
         raise ValueError("selected: expected a subset of the valid tokens of mask")
-    return inside
+    return Chosen(inside, count)

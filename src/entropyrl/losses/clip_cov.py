@@ -88,8 +88,8 @@ def clip_cov_loss(
     surrogate = clipped_surrogate(ratio.ratio, advantages, config.clip)
     # Zeroing (rather than detaching) also matches the reference's logged loss value; one
     # pass zeroes the selected and the masked tokens (m xor chosen: valid, not selected).
-    per_token = zero_masked(surrogate.loss, m ^ chosen)
+    per_token = zero_masked(surrogate.loss, m ^ chosen.mask)
     metrics = clip_metrics(surrogate, m, ratio.n_valid)
     metrics.update(ratio_metrics(ratio, m))
-    metrics["selected_frac"] = chosen.sum() / ratio.n_valid.clamp(min=1)
+    metrics["selected_frac"] = chosen.n_tokens / ratio.n_valid.clamp(min=1)
     return PolicyLoss(per_token, metrics, ratio.n_valid)

@@ -79,7 +79,7 @@ def kl_cov_loss(
     penalty = config.beta * (logprobs - old_logprobs).abs()
     per_token = torch.where(selected, pg + penalty, pg)
     metrics = ratio_metrics(ratio, m)
-    metrics["selected_frac"] = chosen.sum() / ratio.n_valid.clamp(min=1)
+    metrics["selected_frac"] = chosen.n_tokens / ratio.n_valid.clamp(min=1)
     with torch.no_grad():
         # 0·penalty (not 0) off the selection: a non-finite penalty still shows in the mean.
         off = penalty.detach()
