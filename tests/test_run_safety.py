@@ -62,7 +62,7 @@ def test_the_demo_stops_at_a_signal_instead_of_going_on(micro_model_dir, tmp_pat
         return out
 
     monkeypatch.setattr(loop, "rl_step", signal_at_once)
-    args = ["demo", "--out", str(tmp_path / "demo"), *tiny(micro_model_dir)]
+    args = ["demo", "--jobs", "1", "--out", str(tmp_path / "demo"), *tiny(micro_model_dir)]
     assert main(args) == 143
     assert calls == ["GRPO"]  # no other method started
     assert "interrupted during GRPO" in capsys.readouterr().err
