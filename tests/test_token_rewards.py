@@ -5,12 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from entropyrl.rewards.result import RewardResult, to_result
-from entropyrl.rewards.token_rewards import (
-    check_token_rewards,
-    place_token_rewards,
-    token_of_char,
-)
+from entropyrl.rewards.result import RewardResult, check_token_rewards, to_result
+from entropyrl.rewards.token_rewards import place_token_rewards, token_of_char
 
 EOS = 0
 

@@ -12,8 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from entropyrl.rewards.token_rewards import check_token_rewards
-
 
 @dataclass(frozen=True)
 class RewardResult:
@@ -72,3 +70,24 @@ def _finite(value: Any) -> float:
     if hasattr(value, "item") and not isinstance(value, str):  # numpy / torch scalars
         return _finite(value.item())
     raise TypeError(f"expected a finite number as the score, got {value!r}")
+
+
+def check_token_rewards(value: Any) -> tuple[tuple[int, float], ...]:
+    """``value`` as a tuple of ``(char_index, reward)`` pairs with finite rewards.
+
+    Raises:
+        TypeError: when it is not a sequence of integer/number pairs.
+    """
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise TypeError("token_rewards must be a list of (char_index, reward) pairs, got "
+                        f"{type(value).__name__}")
+    pairs = []
+    for item in value:
+        if (isinstance(item, str | bytes) or not isinstance(item, Sequence) or len(item) != 2
+                or isinstance(item[0], bool) or not isinstance(item[0], int)
+                or isinstance(item[1], bool) or not isinstance(item[1], int | float)
+                or not math.isfinite(item[1])):
+            raise TypeError("token_rewards must be a list of (char_index: int, reward: finite "
+                            f"number) pairs, got the item {item!r}")
+        pairs.append((int(item[0]), float(item[1])))
+    return tuple(pairs)

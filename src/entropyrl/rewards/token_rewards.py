@@ -18,35 +18,12 @@ Shapes: ``B`` responses, ``R`` response positions.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 
 # One response's dense rewards: (character index in the response text, reward).
 TokenRewards = Sequence[tuple[int, float]]
-
-
-def check_token_rewards(value: Any) -> tuple[tuple[int, float], ...]:
-    """``value`` as a tuple of ``(char_index, reward)`` pairs with finite rewards.
-
-    Raises:
-        TypeError: when it is not a sequence of integer/number pairs.
-    """
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise TypeError("token_rewards must be a list of (char_index, reward) pairs, got "
-                        f"{type(value).__name__}")
-    pairs = []
-    for item in value:
-        if (isinstance(item, str | bytes) or not isinstance(item, Sequence) or len(item) != 2
-                or isinstance(item[0], bool) or not isinstance(item[0], int)
-                or isinstance(item[1], bool) or not isinstance(item[1], int | float)
-                or not math.isfinite(item[1])):
-            raise TypeError("token_rewards must be a list of (char_index: int, reward: finite "
-                            f"number) pairs, got the item {item!r}")
-        pairs.append((int(item[0]), float(item[1])))
-    return tuple(pairs)
 
 
 def token_of_char(ids: Sequence[int], char_index: int, decode: Callable[[list[int]], str],
