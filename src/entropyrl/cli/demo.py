@@ -130,19 +130,19 @@ def _parallel(plan: list[tuple[str, Any, Path]], jobs: int, threads: int) -> Non
 
     todo = [Job(name, cfg, out) for name, cfg, out in plan]
     s = "s" if threads > 1 else ""
-    print(f"{len(todo)} methods, {jobs} at a time, {threads} torch thread{s} each; each "
-          f"method's own output goes to its {LOG_NAME}", flush=True)
+    print(f"{len(todo)} methods, {jobs} at a time, {threads} torch thread{s} each; what each "
+          f"prints goes to {todo[0].out.parent / '<method>' / LOG_NAME}", flush=True)
     with Board(todo, {j.name: j.cfg.steps for j in todo}) as board:
         results = run_jobs(todo, jobs, threads, train_method, board)
     logs = {j.name: j.out / LOG_NAME for j in todo}
-    for name, outcome in results.outcomes.items():
+    for name, outcome in results.outcomes.items():  # the first to fail, which stopped the rest
         if isinstance(outcome, Failed):
             if outcome.traceback:
                 print(f"{name}'s traceback:\n{outcome.traceback}", file=sys.stderr)
             raise UserError(f"{name} failed: {outcome.message} (its output: {logs[name]}). "
                             "The other methods were stopped; run the demo again once this is "
                             "fixed.")
-    stops = [(name, o) for name, o in results.outcomes.items() if isinstance(o, Stopped)]
+    stops = [(j.name, o) for j in todo if isinstance(o := results.outcomes.get(j.name), Stopped)]
     if stops or results.signum is not None:
         where = " and ".join(f"{name} ({o.message})" for name, o in stops)
         code = 128 + results.signum if results.signum is not None else stops[0][1].exit_code
