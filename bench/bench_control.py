@@ -12,6 +12,10 @@ and target, mean ± standard deviation over the seeds of:
   from where the run started, relative to the target (0 when it never crosses);
 - final val/acc (sampled at the training temperature, the law's R) and the actuator's range.
 
+Controlled runs use ``control.approach_steps`` from ``--approach`` (one row per value; e.g.
+``--approach 0 20`` puts the plain step to the target beside the eased approach); the figures
+always compare ``H`` with the target ``H*``, not with the approach's reference.
+
 Then, for the question users ask, the final val/acc of each held level against the fixed
 presets (GRPO, Clip-Cov, KL-Cov) at equal steps. Runs are cached in ``--out``: a finished run
 is read, not retrained, so a second call prints the table at once.
@@ -171,28 +175,38 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the target at which the other actuators run ('' to skip them)")
     parser.add_argument("--no-references", action="store_true",
                         help="skip the fixed presets (GRPO, Clip-Cov, KL-Cov)")
+    parser.add_argument("--approach", type=int, nargs="+", default=None, metavar="N",
+                        help="control.approach_steps of the controlled runs, one row per "
+                             "value (default: the config's default)")
     parser.add_argument("--workers", type=int, default=2, help="runs trained at once")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_control"))
     args = parser.parse_args(argv)
 
-    cells: list[tuple[str, str]] = [(c, t) for c in args.controllers for t in args.targets]
+    from entropyrl.config import ControlConfig, load_config
+
+    approaches = args.approach or [ControlConfig().approach_steps]
+    cells: list[tuple[str, str, int]] = [(c, t, a) for c in args.controllers
+                                         for t in args.targets for a in approaches]
     if args.other_target:
-        cells += [(c, args.other_target) for c in OTHER if c not in args.controllers]
+        cells += [(c, args.other_target, a) for c in OTHER if c not in args.controllers
+                  for a in approaches]
     common = [f"steps={args.steps}", f"eval.every={args.steps}", "progress=false",
               f"checkpoint_every={args.steps}"]
-    jobs: dict[tuple[str, str, int], tuple[str, list[str], Path, int]] = {}
-    for name, target in cells:
+    jobs: dict[tuple[str, str, int, int], tuple[str, list[str], Path, int]] = {}
+    for name, target, approach in cells:
         preset, overrides = CONTROLLERS[name]
         for seed in args.seeds:
-            out = args.out / name.replace("/", "-") / target / f"seed{seed}"
-            jobs[(name, target, seed)] = (preset, [*overrides, *target_overrides(target),
-                                                   *common, f"seed={seed}"], out, args.steps)
+            out = (args.out / name.replace("/", "-") / target / f"approach{approach}"
+                   / f"seed{seed}")
+            jobs[(name, target, approach, seed)] = (
+                preset, [*overrides, *target_overrides(target),
+                         f"control.approach_steps={approach}", *common, f"seed={seed}"],
+                out, args.steps)
     if not args.no_references:
         for name, preset in REFERENCES.items():
             for seed in args.seeds:
                 out = args.out / "fixed" / preset.split("/")[-1] / f"seed{seed}"
-                jobs[(name, "", seed)] = (preset, [*common, f"seed={seed}"], out, args.steps)
-    from entropyrl.config import load_config
+                jobs[(name, "", 0, seed)] = (preset, [*common, f"seed={seed}"], out, args.steps)
 
     for preset, overrides, _, _ in jobs.values():  # a bad override fails here, not in a worker
         load_config(preset, overrides)
@@ -205,14 +219,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures = {key: run_figures(job[2]) for key, job in jobs.items()}
     print(f"\nTracking ({len(args.seeds)} seeds, {args.steps} steps, mean ± sd; second half "
           f"= steps {args.steps // 2 + 1}-{args.steps}; settling: 5-step mean within ±10%)")
-    header = (f"{'controller':<27}{'target':<13}{'tracking':>15}{'ripple':>15}{'settling':>16}"
-              f"{'overshoot':>15}{'val/acc':>15}{'mean H 2nd half':>19}{'actuator 2nd half':>21}")
+    header = (f"{'controller':<27}{'target':<13}{'approach':>9}{'tracking':>15}{'ripple':>15}"
+              f"{'settling':>16}{'overshoot':>15}{'val/acc':>15}{'mean H 2nd half':>19}"
+              f"{'actuator 2nd half':>21}")
     print(header)
     print("-" * len(header))
-    for name, target in cells:
-        runs = [figures[(name, target, s)] for s in args.seeds]
+    for name, target, approach in cells:
+        runs = [figures[(name, target, approach, s)] for s in args.seeds]
         u_lo, u_hi = min(r["u_min"] for r in runs), max(r["u_max"] for r in runs)
-        print(f"{name:<27}{target:<13}"
+        print(f"{name:<27}{target:<13}{approach:>9}"
               f"{summary([r['tracking'] for r in runs], '.1%'):>15}"
               f"{summary([r['ripple'] for r in runs], '.1%'):>15}"
               f"{summary([r['settling'] for r in runs], '.0f'):>16}"
@@ -223,8 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_references:
         print("\nFixed presets at equal steps")
         for name in REFERENCES:
-            runs = [figures[(name, "", s)] for s in args.seeds]
-            print(f"{name:<40}{'':>15}{'':>15}{'':>16}{'':>15}"
+            runs = [figures[(name, "", 0, s)] for s in args.seeds]
+            print(f"{name:<49}{'':>15}{'':>15}{'':>16}{'':>15}"
                   f"{summary([r['final_acc'] for r in runs], '.3f'):>15}"
                   f"{summary([r['mean_h_2nd_half'] for r in runs], '.3f'):>19}")
     return 0

@@ -97,7 +97,7 @@ def _cfg(model_dir, *extra):
         "update.micro_batch_size=8", "eval.every=0", "data.testbed.train_size=32", "data.testbed.val_size=4",
         "optim.lr=1e-3", "optim.eps=1e-4", "progress=false", "checkpoint_every=2",
         "control.kind=pi", "control.actuator=kl_cov_ratio", "control.target_entropy=10.0",
-        "control.min_value=1e-3", "control.max_value=0.9", *extra,
+        "control.min_value=1e-3", "control.max_value=0.9", "control.approach_steps=0", *extra,
     ])
 
 
@@ -118,6 +118,46 @@ def test_the_controller_sets_the_loss_and_resumes_exactly(micro_model_dir, tmp_p
     resumed = read_metrics(train(_cfg(micro_model_dir), part) / "metrics.jsonl")
     strip = [{k: v for k, v in r.items() if not k.startswith("time/")} for r in resumed]
     assert strip == [{k: v for k, v in r.items() if not k.startswith("time/")} for r in full]
+
+
+def test_the_approach_starts_at_the_first_entropy_and_resumes_exactly(micro_model_dir,
+                                                                      tmp_path):
+    from entropyrl.train import train
+    from entropyrl.train.metrics import read_metrics
+
+    cfg = _cfg(micro_model_dir, "control.approach_steps=2", "control.target_entropy=0.5")
+    full = read_metrics(train(cfg, tmp_path / "full") / "metrics.jsonl")
+    h1 = full[0]["train/entropy"]
+    assert h1 > 1.0  # the micro model starts far above the target
+    # ref(1) = H_1 (no error at the first step), halfway at step 2, the target from step 3.
+    assert full[0]["control/reference"] == pytest.approx(h1, rel=1e-12)
+    assert full[0]["control/error"] == pytest.approx(0.0, abs=1e-12)
+    assert full[1]["control/reference"] == pytest.approx((h1 + 0.5) / 2, rel=1e-12)
+    assert [r["control/reference"] for r in full[2:]] == [0.5, 0.5]
+    assert all(r["control/target"] == 0.5 for r in full)
+    r2 = full[1]
+    assert r2["control/error"] == pytest.approx(
+        (r2["control/reference"] - r2["train/entropy"]) / r2["control/reference"], rel=1e-9)
+    # The start gap is in the checkpoint: a run resumed at step 2 continues the same approach.
+    part = tmp_path / "part"
+    train(cfg, part, stop_after=2)
+    resumed = read_metrics(train(cfg, part) / "metrics.jsonl")
+    strip = [{k: v for k, v in r.items() if not k.startswith("time/")} for r in resumed]
+    assert strip == [{k: v for k, v in r.items() if not k.startswith("time/")} for r in full]
+
+
+def test_reference_eases_from_the_start_gap_to_the_target():
+    from entropyrl.control import reference_at
+
+    assert reference_at(0.1, 0.18, 1, 20) == pytest.approx(0.28)
+    assert reference_at(0.1, 0.18, 11, 20) == pytest.approx(0.19)
+    assert reference_at(0.1, 0.18, 21, 20) == pytest.approx(0.1)
+    assert reference_at(0.1, 0.18, 50, 20) == pytest.approx(0.1)
+    assert reference_at(0.1, 0.18, 1, 0) == 0.1  # no approach: the target at once
+    refs = [reference_at(0.1, -0.05, t, 10) for t in range(1, 12)]  # from below, monotone
+    assert all(b >= a for a, b in itertools.pairwise(refs))
+    with pytest.raises(ValueError, match="approach_steps"):
+        reference_at(0.1, 0.1, 1, -1)
 
 
 def test_the_predictive_controller_acts_in_the_loop_and_resumes_exactly(tmp_path):

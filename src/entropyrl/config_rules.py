@@ -113,6 +113,8 @@ def validate(cfg: TrainConfig) -> None:
                              f"{c.min_value} and {c.max_value}")
         if c.schedule_steps < 0 or c.kp < 0 or c.ki < 0 or c.delta <= 0:
             raise ValueError("control.kp: expected kp, ki >= 0, delta > 0, schedule_steps >= 0")
+        if c.approach_steps < 0:
+            raise ValueError(f"control.approach_steps: expected >= 0, got {c.approach_steps}")
         needs = {"clip_cov_ratio": "clip_cov", "kl_cov_coef": "kl_cov", "kl_cov_ratio": "kl_cov",
                  "eps_low": "ppo"}.get(c.actuator)
         if c.kind == "predictive" and c.actuator not in ("clip_cov_ratio", "kl_cov_ratio"):

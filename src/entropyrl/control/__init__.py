@@ -1,7 +1,8 @@
 """Closed-loop entropy control: pure controllers, schedules, and where they act on the loss.
 
 - :func:`~entropyrl.control.controller.step`: ``(state, measured H, target H*) -> (state, u)``;
-- :func:`~entropyrl.control.schedule.target_at`: constant or annealed targets;
+- :func:`~entropyrl.control.schedule.target_at`: constant or annealed targets, and
+  :func:`~entropyrl.control.schedule.reference_at`, the eased approach to them;
 - :func:`~entropyrl.control.predictive.predictive_step`: the same with the step's covariance
   reading (:func:`removal_profile`), choosing ``u`` from the first-order ``ΔH``;
 - :func:`apply`: the loss config with the actuator set to ``u``.
@@ -25,7 +26,7 @@ from entropyrl.control.predictive import (
     predictive_step,
     removal_profile,
 )
-from entropyrl.control.schedule import SCHEDULE_KINDS, target_at
+from entropyrl.control.schedule import SCHEDULE_KINDS, reference_at, target_at
 
 __all__ = [
     "ACTUATORS",
@@ -41,6 +42,7 @@ __all__ = [
     "apply",
     "grid",
     "predictive_step",
+    "reference_at",
     "removal_profile",
     "start",
     "step",

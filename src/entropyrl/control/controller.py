@@ -74,6 +74,8 @@ class ControllerState:
         gain: predictive: ``η̂``, the estimated ``ΔH`` per unit of covariance left.
         offset: predictive: ``β̂``, the change no selection removes.
         predicted: predictive: the ``ΔH`` predicted for the next step.
+        gap: ``H_1 − H*(1)``, where the reference's approach starts from
+            (:func:`entropyrl.control.reference_at`); set at the first measurement.
     """
 
     base: float
@@ -89,6 +91,7 @@ class ControllerState:
     gain: float = 0.0
     offset: float = 0.0
     predicted: float = 0.0
+    gap: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for a checkpoint."""

@@ -3,13 +3,17 @@
 Once per rollout step, after the step: the sensor is ``train/entropy`` (the token-mean entropy
 of the step's rollout batch over all ranks, the same number on every rank), the controller
 sets the actuator for the next step, and its state goes into the run's checkpointed
-``extra_state["control"]``, so a resumed run continues exactly. The predictive controller
+``extra_state["control"]``, so a resumed run continues exactly. With
+``control.approach_steps`` the controller steers to a reference that eases from the first
+measured entropy to the target (:func:`entropyrl.control.reference_at`); the metrics report
+both. The predictive controller
 also reads the step's same-batch ``dyn/delta_entropy`` and the covariance profile of the
 global batch (:func:`entropyrl.control.removal_profile`), identical on every rank.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -63,6 +67,11 @@ class EntropyControl:
         return control.target_at(c.schedule, c.target_entropy, c.schedule_end, step,
                                  c.schedule_steps or self.steps)
 
+    def reference(self, step: int) -> float:
+        """What the controller steers ``H`` to at ``step``: ``H*``, approached from ``H_1``."""
+        return control.reference_at(self.target(step), self.state.gap, step,
+                                    self.cfg.approach_steps)
+
     def loss_for_step(self) -> LossConfig:
         """The loss config the next step trains with."""
         if not self.enabled:
@@ -82,16 +91,21 @@ class EntropyControl:
             return {}
         used, target = self.state.value, self.target(step)
         entropy = metrics["train/entropy"]
+        if self.state.steps == 0:
+            # The approach starts from the first measurement: ref(1) = H_1.
+            self.state = replace(self.state, gap=entropy - target)
+        reference = self.reference(step)
         if self.cfg.kind == "predictive":
             if batch is None:
                 raise ValueError("the predictive controller needs the step's batch")
             reading = control.PlantReading(metrics["dyn/delta_entropy"], self.profile(batch))
-            self.state, _ = control.predictive_step(self.state, entropy, target, self.gains,
-                                                    reading, aim=self.target(step + 2))
+            self.state, _ = control.predictive_step(self.state, entropy, reference, self.gains,
+                                                    reading, aim=self.reference(step + 2))
         else:
-            self.state, _ = control.step(self.state, entropy, target, self.gains)
+            self.state, _ = control.step(self.state, entropy, reference, self.gains)
         self.extra["control"] = self.state.to_dict()
-        out = {"control/target": target, "control/error": self.state.error,
+        out = {"control/target": target, "control/reference": reference,
+               "control/error": self.state.error,
                "control/actuator_value": used, "control/integral": self.state.integral}
         if self.cfg.kind == "predictive":
             out["control/predicted_delta_h"] = self.state.predicted

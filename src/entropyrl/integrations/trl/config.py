@@ -67,6 +67,9 @@ class EntropyGRPOConfig(GRPOConfig):
                                "exponential")
     control_schedule_end: float = _f(0.1, "target at the end of the anneal")
     control_schedule_steps: int = _f(0, "anneal length in generation batches (0 = the run)")
+    control_approach_steps: int = _f(
+        20, "generation batches over which the controller's reference eases from the first "
+        "measured entropy to the target (0 = steer to the target at once)")
     control_kp: float = _f(1.0, "PI proportional gain")
     control_ki: float = _f(0.3, "PI integral gain")
     control_min_value: float = _f(1e-5, "lower bound of the actuator")
@@ -139,6 +142,7 @@ def control_config(args: Any) -> ControlConfig:
         kind=args.control_kind, actuator=args.control_actuator,
         target_entropy=args.control_target_entropy, schedule=args.control_schedule,
         schedule_end=args.control_schedule_end, schedule_steps=args.control_schedule_steps,
+        approach_steps=args.control_approach_steps,
         kp=args.control_kp, ki=args.control_ki, min_value=args.control_min_value,
         max_value=args.control_max_value, delta=args.control_delta,
     )

@@ -50,7 +50,8 @@ SELECTION_KEYS: tuple[str, ...] = (
     "dyn/selected_frac", "dyn/candidate_frac", "dyn/n_selected", "dyn/n_tokens",
 )
 CONTROL_KEYS: tuple[str, ...] = (
-    "control/target", "control/error", "control/actuator_value", "control/integral",
+    "control/target", "control/reference", "control/error", "control/actuator_value",
+    "control/integral",
 )
 
 SELECTED_KEY = "entropyrl_selected"
