@@ -223,7 +223,8 @@ def test_kl_cov_penalty_is_zero_at_the_first_iteration_only(tmp_path):
 def test_controller_moves_the_clip_cov_ratio(tmp_path):
     _, logs, _ = _train(tmp_path, 3, entropy_loss="clip_cov", clip_cov_ratio=5e-3,
                               clip_cov_low=0.0, clip_cov_high=100.0, control_kind="pi",
-                              control_target_entropy=5.0, entropy_diagnostics=False)
+                              control_target_entropy=5.0, control_approach_steps=0,
+                              entropy_diagnostics=False)
     values = [h["control/actuator_value"] for h in logs]
     assert set(CONTROL_KEYS) <= set(logs[0])
     # Entropy far below the target: the ratio must rise, and with it the detached count.
