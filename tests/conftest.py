@@ -22,3 +22,23 @@ def micro_model_dir(tmp_path_factory):
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def varied_reward(monkeypatch):
+    """The micro model never solves a task; reward a '1' in the response to get mixed groups.
+
+    A module that trains on every test uses it with
+    ``pytestmark = pytest.mark.usefixtures("varied_reward")``.
+    """
+    import entropyrl.tasks as tasks
+    from entropyrl.rewards.result import full_credit
+
+    real = tasks.load_tasks
+
+    def load(data, reward, tokenizer=None):
+        ts = real(data, reward, tokenizer)
+        return tasks.TaskSet(ts.train, ts.val,
+                             lambda texts, rows: full_credit([float("1" in t) for t in texts]))
+
+    monkeypatch.setattr("entropyrl.train.setup.load_tasks", load)

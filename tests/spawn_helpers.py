@@ -1,5 +1,6 @@
-"""Shared pieces of the multi-process tests: a free port and one fixed update batch."""
+"""Shared pieces of the multi-process tests: a free port, one fixed update batch, a rank's setup."""
 
+import os
 import socket
 
 import torch
@@ -7,6 +8,7 @@ import torch
 from entropyrl.rollout import HFEngine, SamplingParams
 
 PROMPTS = ["12+34=", "5*6=", "99-9=", "7+8="]
+ROWS = 16  # rows of fixed_batch: 4 prompts x 4 samples
 
 
 def free_port():
@@ -49,3 +51,24 @@ def update_fixed_batch(cfg, batch, rows, accelerator):
     full = full_model_state(accelerator.unwrap_model(model))
     params = {k: v.detach().clone() for k, v in full.items()}
     return params, metrics, type(model).__name__
+
+
+def join_group(rank, world, port):
+    """Make this spawned process rank ``rank`` of ``world`` on 127.0.0.1:``port``, one thread."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+
+
+def update_rank_slice(cfg, batch_path, rank, world, accelerator, out_dir):
+    """This rank's equal share of the saved fixed batch, updated together with the other ranks.
+
+    Rank 0 saves what :func:`update_fixed_batch` returns to ``out_dir / "update.pt"`` as
+    ``{"params", "metrics", "cls"}``.
+    """
+    batch = torch.load(batch_path, weights_only=False)
+    per = ROWS // world
+    rows = torch.arange(rank * per, (rank + 1) * per)
+    params, metrics, cls = update_fixed_batch(cfg, batch, rows, accelerator)
+    if rank == 0:
+        torch.save({"params": params, "metrics": metrics, "cls": cls}, out_dir / "update.pt")

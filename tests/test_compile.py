@@ -14,16 +14,24 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
-from spawn_helpers import fixed_batch, free_port, update_fixed_batch
+from spawn_helpers import (
+    ROWS,
+    fixed_batch,
+    free_port,
+    join_group,
+    update_fixed_batch,
+    update_rank_slice,
+)
 
 from entropyrl.compiled import compile_policy, is_compiled, policy_body
 from entropyrl.config import load_config
 from entropyrl.errors import UserError
-from entropyrl.rewards.result import full_credit
 from entropyrl.train import train
 from entropyrl.train.metrics import read_metrics
 from entropyrl.train.setup import setup
 from entropyrl.train.step import rl_step
+
+pytestmark = pytest.mark.usefixtures("varied_reward")
 
 
 def tiny(model_dir, *extra):
@@ -34,21 +42,6 @@ def tiny(model_dir, *extra):
         "data.testbed.train_size=64", "data.testbed.val_size=8", "optim.lr=1e-3",
         "optim.eps=1e-4", "checkpoint_every=1", "progress=false", *extra,
     ])
-
-
-@pytest.fixture(autouse=True)
-def varied_reward(monkeypatch):
-    """The micro model never solves a task; reward a '1' in the response to get mixed groups."""
-    import entropyrl.tasks as tasks
-
-    real = tasks.load_tasks
-
-    def load(data, reward, tokenizer=None):
-        ts = real(data, reward, tokenizer)
-        return tasks.TaskSet(ts.train, ts.val,
-                             lambda texts, rows: full_credit([float("1" in t) for t in texts]))
-
-    monkeypatch.setattr("entropyrl.train.setup.load_tasks", load)
 
 
 class RecordingCompile:
@@ -197,9 +190,6 @@ def test_inductor_run_matches_eager_without_recompiling(micro_model_dir, tmp_pat
     assert set(saved) == set(load_file(str(micro_model_dir / "model.safetensors")))
 
 
-ROWS = 16
-
-
 def _two_process_config(model_dir, *extra):
     # PPO: KL-Cov's |log π − log π_old| has a kink at the first update, where eager and
     # compiled log-probs (~1e-6 apart) would take opposite subgradients.
@@ -213,9 +203,7 @@ def _two_process_config(model_dir, *extra):
 
 
 def _worker(rank, world, port, model_dir, batch_path, out_dir, sharded):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
-    torch.set_num_threads(1)
+    join_group(rank, world, port)
     from entropyrl.train.setup import make_accelerator
 
     cfg = _two_process_config(model_dir)
@@ -228,12 +216,7 @@ def _worker(rank, world, port, model_dir, batch_path, out_dir, sharded):
         return out
 
     acc.prepare = prepare_and_compile
-    batch = torch.load(batch_path, weights_only=False)
-    per = ROWS // world
-    rows = torch.arange(rank * per, (rank + 1) * per)
-    params, metrics, cls = update_fixed_batch(cfg, batch, rows, acc)
-    if rank == 0:
-        torch.save({"params": params, "metrics": metrics, "cls": cls}, out_dir / "update.pt")
+    update_rank_slice(cfg, batch_path, rank, world, acc, out_dir)
     acc.wait_for_everyone()
     os._exit(0)  # skip gloo's teardown (see test_distributed_update.py)
 

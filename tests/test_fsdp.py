@@ -9,11 +9,16 @@ import os
 import pytest
 import torch
 import torch.multiprocessing as mp
-from spawn_helpers import fixed_batch, free_port, update_fixed_batch
+from spawn_helpers import (
+    ROWS,
+    fixed_batch,
+    free_port,
+    join_group,
+    update_fixed_batch,
+    update_rank_slice,
+)
 
 from entropyrl.config import load_config
-
-ROWS = 16
 
 
 def _config(model_dir, *extra):
@@ -27,19 +32,13 @@ def _config(model_dir, *extra):
 
 
 def _worker(rank, world, port, model_dir, batch_path, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
-    torch.set_num_threads(1)
+    join_group(rank, world, port)
     from entropyrl.train import train
     from entropyrl.train.setup import make_accelerator
 
     cfg = _config(model_dir)
     acc = make_accelerator(cfg, cpu_fsdp=True)
-    batch = torch.load(batch_path, weights_only=False)
-    per = ROWS // world
-    params, metrics, cls = update_fixed_batch(cfg, batch, torch.arange(rank * per, (rank + 1) * per), acc)
-    if rank == 0:
-        torch.save({"params": params, "metrics": metrics, "cls": cls}, out_dir / "update.pt")
+    update_rank_slice(cfg, batch_path, rank, world, acc, out_dir)
     # Whole runs: uninterrupted, and stopped after step 1 then resumed.
     run_cfg = _config(model_dir, "steps=2", "update.mini_batch_size=8",
                       "update.micro_batch_size=4", "checkpoint_every=1", "eval.every=2",

@@ -12,6 +12,7 @@ from entropyrl.cli.main import main
 from entropyrl.config import load_config
 from entropyrl.errors import UserError
 from entropyrl.models import resolve_model_path
+from entropyrl.plan_fix import refusal
 
 GIB = 2**30
 QWEN7B = plan.KNOWN_SHAPES["Qwen/Qwen2.5-7B"]
@@ -224,34 +225,39 @@ def test_parse_memory_rejects(text):
         plan.parse_memory(text)
 
 
+def test_the_refusal_is_also_found_in_the_plan_module():
+    assert plan.refusal is refusal
+    assert "refusal" in plan.__all__
+
+
 def test_refusal_names_the_fix():
     cfg = load_config("paper/qwen2.5-7b-kl-cov")
     no_ckpt = load_config("paper/qwen2.5-7b-kl-cov", ["model.gradient_checkpointing=false"])
-    assert "turn on model.gradient_checkpointing" in plan.refusal(QWEN7B, no_ckpt, 8, True,
-                                                                  512, 80 * GIB)
+    assert "turn on model.gradient_checkpointing" in refusal(QWEN7B, no_ckpt, 8, True, 512,
+                                                             80 * GIB)
     assert "Fix: use FSDP (accelerate launch --config_file configs/accelerate/fsdp2.yaml" in (
-        plan.refusal(QWEN7B, cfg, 8, False, 512, 80 * GIB))
-    assert "Fix: raise the number of processes to 4 with FSDP." in plan.refusal(
+        refusal(QWEN7B, cfg, 8, False, 512, 80 * GIB))
+    assert "Fix: raise the number of processes to 4 with FSDP." in refusal(
         QWEN7B, cfg, 1, False, 512, 80 * GIB)
     # generation holds the 61 GiB bf16 copy whatever the world: 32 x 80 GiB needs 128
     # processes, smaller rollout chunks and micro-batches
-    message = plan.refusal(QWEN32B, load_config("paper/qwen2.5-32b-kl-cov"), 32, True, 512,
-                           80 * GIB)
+    message = refusal(QWEN32B, load_config("paper/qwen2.5-32b-kl-cov"), 32, True, 512,
+                      80 * GIB)
     assert "(rollout phase: full weights for generate (bf16, gathered) 61.03 GiB" in message
     assert "raise the number of processes to 128" in message
-    copy_bound = plan.refusal(QWEN32B, load_config("paper/qwen2.5-32b-kl-cov"), 32, True, 512,
-                              60 * GIB)
+    copy_bound = refusal(QWEN32B, load_config("paper/qwen2.5-32b-kl-cov"), 32, True, 512,
+                         60 * GIB)
     assert "holds a full copy of the weights" in copy_bound
     assert "use devices with more memory" in copy_bound
     small = plan.KNOWN_SHAPES["Qwen/Qwen2.5-1.5B"]
     assert "Fix: lower update.micro_batch_size to 2; or raise the number of processes to 2" in (
-        plan.refusal(small, cfg, 1, False, 512, 40 * GIB))
+        refusal(small, cfg, 1, False, 512, 40 * GIB))
     fixed = load_config("paper/qwen2.5-7b-kl-cov", ["update.micro_batch_size=2"])
     assert plan.memory_plan(small, fixed, 1, False, 512).total <= 40 * GIB
     assert plan.memory_plan(small, cfg, 1, False, 512).total > 40 * GIB
     kv = load_config("paper/qwen2.5-7b-kl-cov", ["rollout.max_batch_tokens=1000000"])
     assert plan.memory_plan(QWEN7B, kv, 8, True, 512).total > 80 * GIB
-    message = plan.refusal(QWEN7B, kv, 8, True, 512, 80 * GIB)
+    message = refusal(QWEN7B, kv, 8, True, 512, 80 * GIB)
     tokens = int(re.search(r"Fix: lower rollout.max_batch_tokens to (\d+) \(", message)[1])
     assert tokens % 8704 == 0  # whole rows of prompt + max_new_tokens
     for value, fits in ((tokens, True), (tokens + 8704, False)):  # the largest that fits
@@ -384,7 +390,7 @@ def test_vllm_refusals_name_the_utilization_or_sleep_that_fits():
     p = plan.memory_plan(QWEN7B, small, 8, True, 512, device)
     assert p.total <= device and not p.engine_fits
     assert "NOT HELD" in plan.format_plan(p, device)
-    message = plan.refusal(QWEN7B, small, 8, True, 512, device)
+    message = refusal(QWEN7B, small, 8, True, 512, device)
     assert message.startswith("vLLM cannot start: rollout.gpu_memory_utilization=0.1 reserves")
     u = float(re.search(r"Fix: set rollout\.gpu_memory_utilization to ([0-9.]+)", message)[1])
     fixed = plan.memory_plan(QWEN7B, _vllm(f"rollout.gpu_memory_utilization={u}"), 8, True,
@@ -400,7 +406,7 @@ def test_vllm_refusals_name_the_utilization_or_sleep_that_fits():
     # share back during the update.
     big = _vllm("rollout.gpu_memory_utilization=0.45")
     assert plan.memory_plan(QWEN7B, big, 8, True, 512, device).total > device
-    message = plan.refusal(QWEN7B, big, 8, True, 512, device)
+    message = refusal(QWEN7B, big, 8, True, 512, device)
     assert f"Fix: set rollout.gpu_memory_utilization to {u:g}; or turn on rollout.vllm_sleep." \
         in message, message
     asleep = _vllm("rollout.gpu_memory_utilization=0.45", "rollout.vllm_sleep=true")

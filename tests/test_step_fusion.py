@@ -9,10 +9,11 @@ import torch
 
 from entropyrl.config import load_config
 from entropyrl.distributed import Dist
-from entropyrl.rewards.result import full_credit
 from entropyrl.train.batch_metrics import entropy_metrics
 from entropyrl.train.setup import setup
 from entropyrl.train.step import entropy_after_rows, rl_step, score
+
+pytestmark = pytest.mark.usefixtures("varied_reward")
 
 PRESETS = {"grpo": "testbed/grpo", "clip_cov": "testbed/clip_cov", "kl_cov": "testbed/kl_cov"}
 
@@ -25,21 +26,6 @@ def config(model_dir, preset, *extra):
         "optim.lr=1e-3", "optim.eps=1e-4", "progress=false", "loss.kl_cov.ratio=0.2",
         "loss.clip_cov.ratio=0.2", "loss.clip_cov.cov_low=-10", *extra,
     ])
-
-
-@pytest.fixture(autouse=True)
-def varied_reward(monkeypatch):
-    """The micro model never solves a task; reward a '1' in the response to get mixed groups."""
-    import entropyrl.tasks as tasks
-
-    real = tasks.load_tasks
-
-    def load(data, reward, tokenizer=None):
-        ts = real(data, reward, tokenizer)
-        return tasks.TaskSet(ts.train, ts.val,
-                             lambda texts, rows: full_credit([float("1" in t) for t in texts]))
-
-    monkeypatch.setattr("entropyrl.train.setup.load_tasks", load)
 
 
 def steps(cfg, out, n=2):

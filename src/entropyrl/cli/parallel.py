@@ -34,6 +34,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from entropyrl._signals import handling
 from entropyrl.errors import RunInterrupted, UserError
 
 LOG_NAME = "train.log"  # a worker's output, in its run directory
@@ -283,17 +284,8 @@ def _caught_signals() -> Iterator[_Signals]:
         caught.signum = caught.signum or signum
         caught.count += 1
 
-    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
-    try:
-        for s in previous:
-            signal.signal(s, handler)
-    except ValueError:  # not in the main thread: leave signals alone
-        previous = {}
-    try:
+    with handling(STOP_SIGNALS, handler):
         yield caught
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,7 @@ def dry_run(cfg: Any, args: argparse.Namespace) -> int:
     from entropyrl.config import to_dict
     from entropyrl.errors import UserError
     from entropyrl.models import resolve_model_path
+    from entropyrl.plan_fix import refusal
     from entropyrl.tasks import check_data
 
     check_data(cfg.data)
@@ -113,7 +114,7 @@ def dry_run(cfg: Any, args: argparse.Namespace) -> int:
     print(f"# architecture: {source}; device: {device}; prompts of {args.prompt_tokens} tokens")
     print(plan.format_plan(memory, device_bytes))
     if memory.total > device_bytes or not memory.engine_fits:
-        raise UserError(plan.refusal(shape, cfg, world, sharded, args.prompt_tokens, device_bytes))
+        raise UserError(refusal(shape, cfg, world, sharded, args.prompt_tokens, device_bytes))
     return 0
 
 

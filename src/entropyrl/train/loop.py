@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from entropyrl._signals import handling
 from entropyrl.config import TrainConfig
 from entropyrl.errors import RunInterrupted
 from entropyrl.evaluation import validate
@@ -139,17 +140,8 @@ def _stop_signals() -> Any:
     def handler(signum: int, frame: Any) -> None:
         stop.signum = signum
 
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for s in previous:
-            signal.signal(s, handler)
-    except ValueError:  # not in the main thread: leave signals alone
-        previous = {}
-    try:
+    with handling((signal.SIGINT, signal.SIGTERM), handler):
         yield stop
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 @contextmanager
