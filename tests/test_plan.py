@@ -225,11 +225,6 @@ def test_parse_memory_rejects(text):
         plan.parse_memory(text)
 
 
-def test_the_refusal_is_also_found_in_the_plan_module():
-    assert plan.refusal is refusal
-    assert "refusal" in plan.__all__
-
-
 def test_refusal_names_the_fix():
     cfg = load_config("paper/qwen2.5-7b-kl-cov")
     no_ckpt = load_config("paper/qwen2.5-7b-kl-cov", ["model.gradient_checkpointing=false"])

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Any
 
 from entropyrl.config import TrainConfig
 from entropyrl.errors import UserError
@@ -337,16 +336,6 @@ __all__ = [
     "param_count",
     "parse_memory",
     "plan_summary",
-    "refusal",  # noqa: F822 (looked up by __getattr__ below)
     "root_param_count",
     "shape_from_config",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # refusal lives in plan_fix, which imports this module; it is looked up on first use.
-    if name == "refusal":
-        from entropyrl.plan_fix import refusal
-
-        return refusal
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
