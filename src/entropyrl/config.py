@@ -224,7 +224,7 @@ class ControlConfig:
     schedule_end: float = _f(0.1, "target at the end of the anneal")
     schedule_steps: int = _f(0, "anneal length in steps (0 = the whole run)")
     approach_steps: int = _f(
-        20, "steps over which the controller's reference eases from the first measured "
+        10, "steps over which the controller's reference eases from the first measured "
         "entropy to the target (0 = steer to the target from step 1)"
     )
     kp: float = _f(1.0, "PI proportional gain (log-space per unit relative error)")

@@ -68,7 +68,7 @@ class EntropyGRPOConfig(GRPOConfig):
     control_schedule_end: float = _f(0.1, "target at the end of the anneal")
     control_schedule_steps: int = _f(0, "anneal length in generation batches (0 = the run)")
     control_approach_steps: int = _f(
-        20, "generation batches over which the controller's reference eases from the first "
+        10, "generation batches over which the controller's reference eases from the first "
         "measured entropy to the target (0 = steer to the target at once)")
     control_kp: float = _f(1.0, "PI proportional gain")
     control_ki: float = _f(0.3, "PI integral gain")
