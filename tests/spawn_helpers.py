@@ -11,6 +11,19 @@ PROMPTS = ["12+34=", "5*6=", "99-9=", "7+8="]
 ROWS = 16  # rows of fixed_batch: 4 prompts x 4 samples
 
 
+def two_process_config(preset, model_dir, *extra):
+    """``preset`` on the micro model, sized for the two-process update tests (16 rows, 4 parts)."""
+    from entropyrl.config import load_config
+
+    return load_config(preset, [
+        f"model.path={model_dir}", "model.device=cpu", "rollout.n_prompts=4",
+        "rollout.group_size=4", "rollout.max_new_tokens=10", "update.mini_batch_size=16",
+        "update.micro_batch_size=4", "update.epochs=2", "update.shuffle=false",
+        "optim.lr=1e-2", "optim.eps=1e-4", "eval.every=0", "data.testbed.train_size=64",
+        "data.testbed.val_size=8", "progress=false", *extra,
+    ])
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -19,6 +19,7 @@ from spawn_helpers import (
     fixed_batch,
     free_port,
     join_group,
+    two_process_config,
     update_fixed_batch,
     update_rank_slice,
 )
@@ -193,13 +194,7 @@ def test_inductor_run_matches_eager_without_recompiling(micro_model_dir, tmp_pat
 def _two_process_config(model_dir, *extra):
     # PPO: KL-Cov's |log π − log π_old| has a kink at the first update, where eager and
     # compiled log-probs (~1e-6 apart) would take opposite subgradients.
-    return load_config("testbed/grpo", [
-        f"model.path={model_dir}", "model.device=cpu", "rollout.n_prompts=4",
-        "rollout.group_size=4", "rollout.max_new_tokens=10", "update.mini_batch_size=16",
-        "update.micro_batch_size=4", "update.epochs=2", "update.shuffle=false",
-        "optim.lr=1e-2", "optim.eps=1e-4", "eval.every=0", "data.testbed.train_size=64",
-        "data.testbed.val_size=8", "progress=false", *extra,
-    ])
+    return two_process_config("testbed/grpo", model_dir, *extra)
 
 
 def _worker(rank, world, port, model_dir, batch_path, out_dir, sharded):

@@ -14,6 +14,7 @@ from spawn_helpers import (
     fixed_batch,
     free_port,
     join_group,
+    two_process_config,
     update_fixed_batch,
     update_rank_slice,
 )
@@ -22,13 +23,7 @@ from entropyrl.config import load_config
 
 
 def _config(model_dir, *extra):
-    return load_config("testbed/kl_cov", [
-        f"model.path={model_dir}", "model.device=cpu", "rollout.n_prompts=4",
-        "rollout.group_size=4", "rollout.max_new_tokens=10", "update.mini_batch_size=16",
-        "update.micro_batch_size=4", "update.epochs=2", "update.shuffle=false",
-        "loss.kl_cov.ratio=0.05", "optim.lr=1e-2", "optim.eps=1e-4", "eval.every=0",
-        "data.testbed.train_size=64", "data.testbed.val_size=8", "progress=false", *extra,
-    ])
+    return two_process_config("testbed/kl_cov", model_dir, "loss.kl_cov.ratio=0.05", *extra)
 
 
 def _worker(rank, world, port, model_dir, batch_path, out_dir):

@@ -88,10 +88,11 @@ def test_selection_scores_the_current_policy_after_the_first_update(micro_model_
                                                                     monkeypatch):
     """Update 0 scores the rollout log-probs; later updates score the parameters of the time."""
     import entropyrl.train.update as update_mod
+    import entropyrl.train.update_selection as selection_mod
     from entropyrl.policy import response_token_stats
 
     seen = []
-    real = update_mod.select_kl_cov
+    real = selection_mod.select_kl_cov
     state = {}
 
     def spy(parts, config, *, dist=None):
@@ -102,7 +103,7 @@ def test_selection_scores_the_current_policy_after_the_first_update(micro_model_
                      for p, f in zip(parts, fresh, strict=True)])
         return real(parts, config, dist=dist)
 
-    real_select = update_mod._select
+    real_select = selection_mod.select_scored
 
     def select(learner, batch, parts, *args):
         state["model"] = learner.model
@@ -112,8 +113,8 @@ def test_selection_scores_the_current_policy_after_the_first_update(micro_model_
                                      roll.prompt_len)
         return real_select(learner, batch, parts, *args)
 
-    monkeypatch.setattr(update_mod, "select_kl_cov", spy)
-    monkeypatch.setattr(update_mod, "_select", select)
+    monkeypatch.setattr(selection_mod, "select_kl_cov", spy)
+    monkeypatch.setattr(update_mod, "select_scored", select)
     train(tiny(micro_model_dir, "steps=1"), tmp_path / "run")
     assert len(seen) == 4  # 16 rows / 8 per mini-batch x 2 epochs
     for update, parts in enumerate(seen):

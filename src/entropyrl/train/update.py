@@ -46,7 +46,6 @@ from typing import Any, NamedTuple
 import torch
 
 from entropyrl.config import UpdateConfig
-from entropyrl.covariance import SelectionPart, select_clip_cov, select_kl_cov
 from entropyrl.distributed import Dist
 from entropyrl.losses import Denominators, LossConfig, compute_objective
 from entropyrl.policy import response_token_stats
@@ -59,6 +58,7 @@ from entropyrl.train.update_checks import (
     non_finite_error,
     weights_non_finite,
 )
+from entropyrl.train.update_selection import own_selection, select_scored
 
 
 class UpdateBatch(NamedTuple):
@@ -242,14 +242,15 @@ def _update(ctx: _Step, rows: torch.Tensor, first: bool, n_updates: int) -> torc
     own = ctx.update.fuse_scoring and len(parts) == 1
     selected: list[torch.Tensor | None] = [None] * len(parts)
     if loss.selection is not None and not own:
-        selected = _select(learner, batch, parts, loss, dist, ctx.temperature, current, sel_seed)
+        selected = select_scored(learner, batch, parts, loss, dist, ctx.temperature, current,
+                                 sel_seed)
     den = _denominators(ctx.lengths[rows], dist)
     learner.optimizer.zero_grad(set_to_none=True)
     for j, idx in enumerate(parts):
         sync = j == len(parts) - 1
         selector = None
         if loss.selection is not None and own:
-            selector = partial(_own_selection, batch, idx, loss, dist, sel_seed, current)
+            selector = partial(own_selection, batch, idx, loss, dist, sel_seed, current)
         with nullcontext() if sync else learner.accelerator.no_sync(learner.model):
             obj = _micro_step(learner, batch, idx, loss, selected[j], den, dist.world,
                               ctx.temperature, fill=fill, selector=selector)
@@ -344,62 +345,6 @@ def clip_and_step(learner: Learner, grad_clip: float, step: int, update: int,
     learner.optimizer.step()
     learner.scheduler.step()
     return norm, weights_non_finite(params)
-
-
-@torch.no_grad()
-def _select(
-    learner: Learner,
-    batch: UpdateBatch,
-    parts: list[torch.Tensor],
-    loss: LossConfig,
-    dist: Dist,
-    temperature: float,
-    current: bool,
-    seed: int,
-) -> list[torch.Tensor | None]:
-    """The covariance selection of one mini-batch, split like its micro-batches.
-
-    ``current``: score the log-probs of the current parameters (a no-grad forward) instead of
-    the rollout-time ``old_logprobs``.
-    """
-    roll = batch.rollout
-    scored = []
-    for idx in parts:
-        if current:
-            with learner.autocast():
-                lp = response_token_stats(
-                    learner.model, roll.input_ids[idx], roll.attention_mask[idx],
-                    roll.prompt_len, temperature=temperature, with_entropy=False,
-                ).logprobs.float()
-        else:
-            lp = batch.old_logprobs[idx]
-        scored.append(lp)
-    return _selection(batch, parts, scored, loss, dist, seed)
-
-
-def _own_selection(batch: UpdateBatch, idx: torch.Tensor, loss: LossConfig, dist: Dist,
-                   seed: int, current: bool, logprobs: torch.Tensor) -> torch.Tensor | None:
-    """The selection of a one-micro-batch mini-batch from its own forward's ``logprobs``."""
-    scored = logprobs if current else batch.old_logprobs[idx]
-    return _selection(batch, [idx], [scored], loss, dist, seed)[0]
-
-
-@torch.no_grad()
-def _selection(batch: UpdateBatch, parts: list[torch.Tensor], scored: list[torch.Tensor],
-               loss: LossConfig, dist: Dist, seed: int) -> list[torch.Tensor | None]:
-    """Clip-Cov / KL-Cov masks of the mini-batch ``parts`` from their scored log-probs."""
-    roll = batch.rollout
-    sel_parts = [SelectionPart(lp, batch.old_logprobs[idx], batch.advantages[idx],
-                               roll.response_mask[idx]) for idx, lp in zip(parts, scored,
-                                                                          strict=True)]
-    if loss.selection == "clip_cov":
-        gen = torch.Generator().manual_seed(seed)
-        sel = select_clip_cov(sel_parts, loss.clip_cov, generator=gen, dist=dist)
-    elif loss.selection == "kl_cov":
-        sel = select_kl_cov(sel_parts, loss.kl_cov, dist=dist)
-    else:
-        return [None] * len(parts)
-    return list(sel.masks)
 
 
 def derive_seed(*parts: int) -> int:
