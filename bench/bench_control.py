@@ -10,7 +10,8 @@ and target, mean ± standard deviation over the seeds of:
   ±10% to the end of the run (``—`` when it never does);
 - overshoot: the largest excursion of that trailing mean past the target, on the far side
   from where the run started, relative to the target (0 when it never crosses);
-- final val/acc (sampled at the training temperature, the law's R) and the actuator's range.
+- final val/acc (sampled at the training temperature, the law's R), the actuator's range over the
+  second half and, for the `+assist` controllers, the range of the assist's coefficient α.
 
 Controlled runs use ``control.approach_steps`` from ``--approach`` (one row per value; e.g.
 ``--approach 0 20`` puts the plain step to the target beside the eased approach); the figures
@@ -57,6 +58,11 @@ CONTROLLERS: dict[str, tuple[str, tuple[str, ...]]] = {
         "control.kind=pi", "control.actuator=entropy_coef", "control.min_value=1e-4",
         "control.max_value=5e-2")),
 }
+# The assist (docs/control.md): an entropy bonus or penalty where the actuator is pinned.
+ASSIST = ("control.assist=entropy_coef", "control.assist_gain=0.02", "control.assist_limit=0.1")
+for _name in ("clip_cov_ratio/pi", "clip_cov_ratio/predictive", "kl_cov_ratio/pi",
+              "kl_cov_ratio/predictive"):
+    CONTROLLERS[f"{_name}+assist"] = (CONTROLLERS[_name][0], (*CONTROLLERS[_name][1], *ASSIST))
 MAIN = ("clip_cov_ratio/pi", "clip_cov_ratio/predictive", "kl_cov_ratio/pi",
         "kl_cov_ratio/predictive", "entropy_coef/skywork")
 OTHER = ("kl_cov_coef/pi", "eps_low/pi", "entropy_coef/pi")
@@ -147,6 +153,8 @@ def run_figures(out: Path) -> dict[str, float]:
                                         [r["control/target"] for r in rows]))
         u = [r["control/actuator_value"] for r in rows[len(rows) // 2:]]
         figures.update(u_min=min(u), u_max=max(u))
+        alpha = [r.get("control/assist_value", 0.0) for r in rows]
+        figures.update(alpha_min=min(alpha), alpha_max=max(alpha))
     return figures
 
 
@@ -221,12 +229,14 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"= steps {args.steps // 2 + 1}-{args.steps}; settling: 5-step mean within ±10%)")
     header = (f"{'controller':<27}{'target':<13}{'approach':>9}{'tracking':>15}{'ripple':>15}"
               f"{'settling':>16}{'overshoot':>15}{'val/acc':>15}{'mean H 2nd half':>19}"
-              f"{'actuator 2nd half':>21}")
+              f"{'actuator 2nd half':>21}{'assist':>18}")
     print(header)
     print("-" * len(header))
     for name, target, approach in cells:
         runs = [figures[(name, target, approach, s)] for s in args.seeds]
         u_lo, u_hi = min(r["u_min"] for r in runs), max(r["u_max"] for r in runs)
+        a_lo, a_hi = min(r["alpha_min"] for r in runs), max(r["alpha_max"] for r in runs)
+        assist = f"{a_lo:.3g}-{a_hi:.3g}" if "+assist" in name else ""
         print(f"{name:<27}{target:<13}{approach:>9}"
               f"{summary([r['tracking'] for r in runs], '.1%'):>15}"
               f"{summary([r['ripple'] for r in runs], '.1%'):>15}"
@@ -234,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{summary([r['overshoot'] for r in runs], '.0%'):>15}"
               f"{summary([r['final_acc'] for r in runs], '.3f'):>15}"
               f"{summary([r['mean_h_2nd_half'] for r in runs], '.3f'):>19}"
-              f"{f'{u_lo:.3g}-{u_hi:.3g}':>21}")
+              f"{f'{u_lo:.3g}-{u_hi:.3g}':>21}{assist:>18}")
     if not args.no_references:
         print("\nFixed presets at equal steps")
         for name in REFERENCES:

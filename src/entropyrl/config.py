@@ -232,6 +232,13 @@ class ControlConfig:
     min_value: float = _f(1e-5, "lower bound of the actuator")
     max_value: float = _f(1.0, "upper bound of the actuator")
     delta: float = _f(1e-3, "skywork: step of the actuator per rollout step")
+    assist: Literal["none", "entropy_coef"] = _f(
+        "none", "second actuator for what the first cannot reach: entropy_coef adds an "
+        "entropy bonus (or penalty) while the actuator sits at a bound (docs/control.md)"
+    )
+    assist_gain: float = _f(0.02, "assist: change of the entropy coefficient per unit "
+                            "relative error per step")
+    assist_limit: float = _f(0.05, "assist: largest |entropy coefficient| it adds")
 
 
 @dataclass

@@ -5,10 +5,13 @@
   :func:`~entropyrl.control.schedule.reference_at`, the eased approach to them;
 - :func:`~entropyrl.control.predictive.predictive_step`: the same with the step's covariance
   reading (:func:`removal_profile`), choosing ``u`` from the first-order ``ΔH``;
+- :func:`~entropyrl.control.assist.assist_step`: the entropy coefficient that takes over
+  where the main actuator runs out (split range);
 - :func:`apply`: the loss config with the actuator set to ``u``.
 """
 
 from entropyrl.control.actuate import actuator_value, apply
+from entropyrl.control.assist import AssistGains, assist_step
 from entropyrl.control.controller import (
     ACTUATORS,
     CONTROLLER_KINDS,
@@ -34,12 +37,14 @@ __all__ = [
     "DIRECTION",
     "PREDICTIVE_ACTUATORS",
     "SCHEDULE_KINDS",
+    "AssistGains",
     "ControllerState",
     "CovProfile",
     "Gains",
     "PlantReading",
     "actuator_value",
     "apply",
+    "assist_step",
     "grid",
     "predictive_step",
     "reference_at",

@@ -76,6 +76,10 @@ class ControllerState:
         predicted: predictive: the ``ΔH`` predicted for the next step.
         gap: ``H_1 − H*(1)``, where the reference's approach starts from
             (:func:`entropyrl.control.reference_at`); set at the first measurement.
+        pinned: +1 while the actuator's bound stops it raising the entropy as far as the
+            error asks (the anti-windup holds the integral), −1 lowering, 0 otherwise.
+        assist: ``α``, the assist's entropy coefficient for the next step
+            (:mod:`entropyrl.control.assist`; 0 without an assist).
     """
 
     base: float
@@ -92,6 +96,8 @@ class ControllerState:
     offset: float = 0.0
     predicted: float = 0.0
     gap: float = 0.0
+    pinned: float = 0.0
+    assist: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for a checkpoint."""
@@ -127,24 +133,28 @@ def step(state: ControllerState, measured: float, target: float,
     e = (target - measured) / target
     if gains.kind == "skywork":
         sign = 0.0 if e == 0 else math.copysign(1.0, e)
-        u = state.value + gains.direction * gains.delta * sign
-        u = min(max(u, gains.u_min), gains.u_max)
-        return replace(state, value=u, error=e, steps=state.steps + 1), u
+        raw = state.value + gains.direction * gains.delta * sign
+        u = min(max(raw, gains.u_min), gains.u_max)
+        pinned = sign if raw != u else 0.0
+        return replace(state, value=u, error=e, steps=state.steps + 1, pinned=pinned), u
     if gains.kind == "predictive":
         raise ValueError("kind predictive: use entropyrl.control.predictive_step, which also "
                          "takes the step's covariance reading")
     if gains.kind != "pi":
         raise ValueError(f"kind: expected one of {list(CONTROLLER_KINDS)}, got {gains.kind!r}")
-    u, integral = pi_output(state.base, e, state.integral, gains)
-    return replace(state, value=u, integral=integral, error=e, steps=state.steps + 1), u
+    u, integral, pinned = pi_output(state.base, e, state.integral, gains)
+    return replace(state, value=u, integral=integral, error=e, steps=state.steps + 1,
+                   pinned=pinned), u
 
 
-def pi_output(anchor: float, e: float, integral: float, gains: Gains) -> tuple[float, float]:
-    """The PI law in log space around ``anchor``: ``(u, I)`` after one more error ``e``.
+def pi_output(anchor: float, e: float, integral: float,
+              gains: Gains) -> tuple[float, float, float]:
+    """The PI law in log space around ``anchor``: ``(u, I, pinned)`` after one more error ``e``.
 
     ``u = clip(anchor·exp(d·(k_p·e + k_i·I)), u_min, u_max)`` with ``I`` the running sum of the
     errors; conditional integration keeps ``I`` unchanged while the output is saturated in the
-    direction the error pushes (no wind-up).
+    direction the error pushes (no wind-up). ``pinned`` is the sign of ``e`` when it does
+    (the bound stops the actuator; :attr:`ControllerState.pinned`), else 0.
     """
     d = gains.direction
 
@@ -153,8 +163,10 @@ def pi_output(anchor: float, e: float, integral: float, gains: Gains) -> tuple[f
 
     raw = output(integral + e)
     pushing_up = d * e > 0
+    pinned = 0.0
     if (raw > gains.u_max and pushing_up) or (raw < gains.u_min and not pushing_up):
         raw = output(integral)
+        pinned = math.copysign(1.0, e)
     else:
         integral += e
-    return min(max(raw, gains.u_min), gains.u_max), integral
+    return min(max(raw, gains.u_min), gains.u_max), integral, pinned

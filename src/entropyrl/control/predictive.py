@@ -169,10 +169,11 @@ def predictive_step(state: ControllerState, measured: float, target: float, gain
         anchor = reading.profile.closest(-(wanted - offset) / eta)
     else:
         anchor = state.base
-    u, integral = pi_output(anchor, e, state.integral, gains)
+    u, integral, pinned = pi_output(anchor, e, state.integral, gains)
     predicted = -eta * reading.profile.at(u) + offset if eta > 0 else 0.0
     new = replace(state, value=u, integral=integral, error=e, steps=state.steps + 1, s1=s1,
-                  sx=sx, sy=sy, sxx=sxx, sxy=sxy, gain=eta, offset=offset, predicted=predicted)
+                  sx=sx, sy=sy, sxx=sxx, sxy=sxy, gain=eta, offset=offset, predicted=predicted,
+                  pinned=pinned)
     return new, u
 
 

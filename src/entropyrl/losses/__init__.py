@@ -9,6 +9,7 @@ effects.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, get_args
@@ -74,7 +75,9 @@ class LossConfig:
         clip_cov: Clip-Cov hyper-parameters (r = 2e-4, ω = (1, 5)).
         kl_cov: KL-Cov hyper-parameters (k = 2e-3, β = 1).
         aggregation: reduction mode (``token-mean``, the paper's choice).
-        entropy_coef: α of the entropy bonus ``−α·H`` (0 disables; needs per-token entropy).
+        entropy_coef: α of the entropy bonus ``−α·H`` (0 disables; needs per-token entropy). A
+            negative α penalises entropy instead (entropy minimisation); the entropy
+            controller's assist (docs/control.md) sets either sign.
         ref_kl_coef: β of the reference-policy KL (0 disables; needs reference log-probs).
         ref_kl_estimator: ``k1``, ``k2`` or ``k3``.
         tis_cap: truncation ``C`` of the truncated importance-sampling weight
@@ -89,7 +92,9 @@ class LossConfig:
     aggregation: AggregationMode = field(
         default="token-mean", metadata={"help": f"loss aggregation: {list(AGGREGATION_MODES)}"}
     )
-    entropy_coef: float = field(default=0.0, metadata={"help": "entropy bonus α (0 = off)"})
+    entropy_coef: float = field(
+        default=0.0, metadata={"help": "entropy bonus α (0 = off; negative: entropy penalty)"}
+    )
     ref_kl_coef: float = field(default=0.0, metadata={"help": "reference KL β (0 = off)"})
     ref_kl_estimator: KLEstimator = field(
         default="k3", metadata={"help": "reference KL estimator: k1, k2 or k3"}
@@ -105,7 +110,10 @@ class LossConfig:
         check_choice("loss.name", self.name, LOSS_NAMES)
         check_choice("loss.aggregation", self.aggregation, AGGREGATION_MODES)
         check_choice("loss.ref_kl_estimator", self.ref_kl_estimator, KL_ESTIMATORS)
-        check_positive("loss.entropy_coef", self.entropy_coef, allow_zero=True)
+        if not math.isfinite(self.entropy_coef):
+            raise ValueError(
+                f"loss.entropy_coef: expected a finite number, got {self.entropy_coef}"
+            )
         check_positive("loss.ref_kl_coef", self.ref_kl_coef, allow_zero=True)
         check_positive("loss.tis_cap", self.tis_cap, allow_zero=True)
 
@@ -181,7 +189,7 @@ def compute_objective(
         advantages: per-token advantages ``[B, T]``.
         mask: response mask ``[B, T]``.
         selected: covariance selection of this micro-batch ``[B, T]`` (Clip-Cov / KL-Cov).
-        entropy: per-token entropy ``[B, T]`` with grad, required when ``entropy_coef > 0``.
+        entropy: per-token entropy ``[B, T]`` with grad, required when ``entropy_coef ≠ 0``.
         ref_logprobs: reference-policy log-probs ``[B, T]``, required when ``ref_kl_coef > 0``.
         denominators: mini-batch counts when this is one micro-batch of several, so that the
             accumulated gradient equals the whole mini-batch's (see :func:`aggregate`).
@@ -218,9 +226,9 @@ def compute_objective(
     metrics["policy_loss"] = policy_loss.detach()
     if config.entropy_coef == 0 and config.ref_kl_coef == 0:
         return Objective(policy_loss, policy, metrics)  # nothing added: the same reduction
-    if config.entropy_coef > 0:
+    if config.entropy_coef != 0:
         if entropy is None:
-            raise ValueError("entropy: required when loss.entropy_coef > 0, got None")
+            raise ValueError("entropy: required when loss.entropy_coef != 0, got None")
         bonus = entropy_bonus(entropy, config.entropy_coef)
         per_token = per_token + bonus
         metrics["entropy_bonus"] = reduce(bonus).detach()

@@ -8,7 +8,10 @@ sets the actuator for the next step, and its state goes into the run's checkpoin
 measured entropy to the target (:func:`entropyrl.control.reference_at`); the metrics report
 both. The predictive controller
 also reads the step's same-batch ``dyn/delta_entropy`` and the covariance profile of the
-global batch (:func:`entropyrl.control.removal_profile`), identical on every rank.
+global batch (:func:`entropyrl.control.removal_profile`), identical on every rank. With
+``control.assist: entropy_coef`` the entropy term of the loss takes over where the actuator
+sits at a bound (:mod:`entropyrl.control.assist`): its coefficient is added to
+``loss.entropy_coef``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class EntropyControl:
                                    kp=c.kp, ki=c.ki, u_min=c.min_value, u_max=c.max_value,
                                    delta=c.delta)
         self.grid = control.grid(c.min_value, c.max_value)
+        self.assist = control.AssistGains(c.assist_gain, c.assist_limit)
         saved = extra_state.get("control")
         self.state = (control.ControllerState.from_dict(saved) if saved is not None else
                       control.start(control.actuator_value(loss, c.actuator), self.gains))
@@ -76,7 +80,10 @@ class EntropyControl:
         """The loss config the next step trains with."""
         if not self.enabled:
             return self.loss
-        return control.apply(self.loss, self.cfg.actuator, self.state.value)
+        loss = control.apply(self.loss, self.cfg.actuator, self.state.value)
+        if self.cfg.assist == "entropy_coef":
+            loss = replace(loss, entropy_coef=self.loss.entropy_coef + self.state.assist)
+        return loss
 
     def observe(self, step: int, metrics: dict[str, Any],
                 batch: StepBatch | None = None) -> dict[str, float]:
@@ -89,7 +96,7 @@ class EntropyControl:
         """
         if not self.enabled:
             return {}
-        used, target = self.state.value, self.target(step)
+        used, assisted, target = self.state.value, self.state.assist, self.target(step)
         entropy = metrics["train/entropy"]
         if self.state.steps == 0:
             # The approach starts from the first measurement: ref(1) = H_1.
@@ -103,10 +110,16 @@ class EntropyControl:
                                                     reading, aim=self.reference(step + 2))
         else:
             self.state, _ = control.step(self.state, entropy, reference, self.gains)
+        if self.cfg.assist != "none":
+            alpha = control.assist_step(self.state.assist, self.state.error, self.state.pinned,
+                                        self.assist)
+            self.state = replace(self.state, assist=alpha)
         self.extra["control"] = self.state.to_dict()
         out = {"control/target": target, "control/reference": reference,
                "control/error": self.state.error,
                "control/actuator_value": used, "control/integral": self.state.integral}
+        if self.cfg.assist != "none":
+            out["control/assist_value"] = assisted
         if self.cfg.kind == "predictive":
             out["control/predicted_delta_h"] = self.state.predicted
             out["control/gain_estimate"] = self.state.gain

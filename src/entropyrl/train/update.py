@@ -297,7 +297,7 @@ def _micro_step(
     with learner.autocast():
         stats: TokenStats = response_token_stats(
             learner.model, roll.input_ids[idx], roll.attention_mask[idx], roll.prompt_len,
-            temperature=temperature, with_entropy=loss.entropy_coef > 0 or fill,
+            temperature=temperature, with_entropy=loss.entropy_coef != 0 or fill,
         )
     logprobs = stats.logprobs.float()
     if fill:
@@ -313,7 +313,7 @@ def _micro_step(
         batch.advantages[idx],
         roll.response_mask[idx],
         selected=selected,
-        entropy=None if loss.entropy_coef <= 0 or stats.entropy is None
+        entropy=None if loss.entropy_coef == 0 or stats.entropy is None
         else stats.entropy.float(),
         ref_logprobs=None if batch.ref_logprobs is None else batch.ref_logprobs[idx],
         denominators=den,

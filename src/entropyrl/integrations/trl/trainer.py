@@ -226,7 +226,7 @@ class EntropyGRPOTrainer(GRPOTrainer):
                if training and N_TOKENS_KEY in inputs else Denominators.of(mask))
         obj = compute_objective(
             loss_cfg, logps.float(), old.float(), adv, mask, selected=selected,
-            entropy=entropies.float() if loss_cfg.entropy_coef > 0 else None,
+            entropy=entropies.float() if loss_cfg.entropy_coef != 0 else None,
             ref_logprobs=(inputs["ref_per_token_logps"].float() if loss_cfg.ref_kl_coef > 0
                           else None),
             denominators=den, norm_constant=float(self.entropy_args.max_completion_length or 1),
