@@ -88,6 +88,9 @@ def test_config_maps_to_our_loss(tmp_path):
     ({"use_adaptive_entropy": True}, "use_adaptive_entropy"),
     ({"importance_sampling_level": "sequence"}, "importance_sampling_level"),
     ({"control_kind": "predictive"}, "control_kind"),
+    ({"control_assist": "kl_cov_coef"}, "control_assist"),
+    ({"control_actuator": "entropy_coef", "control_assist": "entropy_coef"}, "control_assist"),
+    ({"control_assist": "entropy_coef", "control_assist_limit": 0.0}, "control_assist_gain"),
     ({"clip_cov_ratio": 2.0}, "clip_cov.ratio"),
     ({"selection_scope": "rank"}, "selection_scope"),
 ])
@@ -230,6 +233,22 @@ def test_controller_moves_the_clip_cov_ratio(tmp_path):
     # Entropy far below the target: the ratio must rise, and with it the detached count.
     assert values[0] == pytest.approx(5e-3) and values[1] > values[0] and values[2] > values[1]
     assert logs[2]["dyn/n_selected"] > logs[0]["dyn/n_selected"]
+
+
+def test_the_assist_adds_an_entropy_bonus_once_the_ratio_is_pinned(tmp_path):
+    _, logs, _ = _train(tmp_path, 3, entropy_loss="clip_cov", clip_cov_ratio=5e-3,
+                        clip_cov_low=0.0, clip_cov_high=100.0, control_kind="pi",
+                        control_target_entropy=5.0, control_approach_steps=0,
+                        control_max_value=5e-3, control_assist="entropy_coef",
+                        control_assist_gain=0.02, entropy_diagnostics=False)
+    # The ratio starts at its bound and the entropy is far below the target: the bonus grows
+    # by g·e per generation batch, and the loss carries it.
+    assert [h["control/actuator_value"] for h in logs] == [5e-3] * 3
+    alphas = [h["control/assist_value"] for h in logs]
+    assert alphas[0] == 0.0 and "loss/entropy_bonus" not in logs[0]
+    assert alphas[1] == pytest.approx(0.02 * logs[0]["control/error"], rel=1e-9)
+    assert alphas[2] > alphas[1] > 0
+    assert logs[2]["loss/entropy_bonus"] < 0
 
 
 def test_the_docs_example_runs_as_written(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@
 """
 
 from entropyrl.control.actuate import actuator_value, apply
-from entropyrl.control.assist import AssistGains, assist_step
+from entropyrl.control.assist import ASSISTS, AssistGains, assist_step
 from entropyrl.control.controller import (
     ACTUATORS,
     CONTROLLER_KINDS,
@@ -33,6 +33,7 @@ from entropyrl.control.schedule import SCHEDULE_KINDS, reference_at, target_at
 
 __all__ = [
     "ACTUATORS",
+    "ASSISTS",
     "CONTROLLER_KINDS",
     "DIRECTION",
     "PREDICTIVE_ACTUATORS",

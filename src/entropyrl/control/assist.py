@@ -27,7 +27,10 @@ step, nor the reverse.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
+
+Assist = Literal["none", "entropy_coef"]
+ASSISTS: tuple[str, ...] = get_args(Assist)
 
 
 class AssistGains(NamedTuple):

@@ -75,6 +75,12 @@ class EntropyGRPOConfig(GRPOConfig):
     control_min_value: float = _f(1e-5, "lower bound of the actuator")
     control_max_value: float = _f(1.0, "upper bound of the actuator")
     control_delta: float = _f(1e-3, "skywork: actuator step per generation batch")
+    control_assist: str = _f(
+        "none", "second actuator while the first is pinned at a bound: none or entropy_coef "
+        "(an entropy bonus or penalty added to entropy_coef)")
+    control_assist_gain: float = _f(0.02, "assist: change of its coefficient per unit "
+                                    "relative error per generation batch")
+    control_assist_limit: float = _f(0.05, "assist: largest |coefficient| it adds")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -88,6 +94,14 @@ class EntropyGRPOConfig(GRPOConfig):
         check_choice("control_kind", self.control_kind, PLUGIN_CONTROLLERS)
         check_choice("control_actuator", self.control_actuator, control.ACTUATORS)
         check_choice("control_schedule", self.control_schedule, control.SCHEDULE_KINDS)
+        check_choice("control_assist", self.control_assist, control.ASSISTS)
+        if self.control_assist != "none" and not (self.control_assist_gain > 0
+                                                  and self.control_assist_limit > 0):
+            raise ValueError("control_assist_gain: expected control_assist_gain > 0 and "
+                             "control_assist_limit > 0")
+        if self.control_assist == self.control_actuator:
+            raise ValueError(f"control_assist: {self.control_assist} is already the actuator; "
+                             f"assist it with another term, or set control_assist='none'")
         check_unsupported(self)
         try:
             loss_config(self)
@@ -145,4 +159,6 @@ def control_config(args: Any) -> ControlConfig:
         approach_steps=args.control_approach_steps,
         kp=args.control_kp, ki=args.control_ki, min_value=args.control_min_value,
         max_value=args.control_max_value, delta=args.control_delta,
+        assist=args.control_assist, assist_gain=args.control_assist_gain,
+        assist_limit=args.control_assist_limit,
     )
