@@ -18,35 +18,51 @@ GAINS = AssistGains(gain=0.02, limit=0.05)
 
 def test_the_assist_starts_only_at_the_bound_the_error_pushes_to():
     # Entropy too low (e > 0): nothing until the actuator sits at its raising bound.
-    assert assist_step(0.0, 0.5, pinned=0.0, gains=GAINS) == 0.0
-    assert assist_step(0.0, 0.5, pinned=-1.0, gains=GAINS) == 0.0
-    assert assist_step(0.0, 0.5, pinned=1.0, gains=GAINS) == pytest.approx(0.01)
+    assert assist_step(0.0, 0.5, previous=0.0, pinned=0.0, gains=GAINS) == 0.0
+    assert assist_step(0.0, 0.5, previous=0.0, pinned=-1.0, gains=GAINS) == 0.0
+    assert assist_step(0.0, 0.5, previous=0.0, pinned=1.0, gains=GAINS) == pytest.approx(0.01)
     # Entropy too high (e < 0): a penalty, only from the lowering bound.
-    assert assist_step(0.0, -0.5, pinned=1.0, gains=GAINS) == 0.0
-    assert assist_step(0.0, -0.5, pinned=-1.0, gains=GAINS) == pytest.approx(
+    assert assist_step(0.0, -0.5, previous=0.0, pinned=1.0, gains=GAINS) == 0.0
+    assert assist_step(0.0, -0.5, previous=0.0, pinned=-1.0, gains=GAINS) == pytest.approx(
         -0.01)
+
+
+def test_the_assist_does_not_start_while_the_error_closes_on_its_own():
+    # Pinned at the lowering bound, but the entropy falls towards the target fast enough to
+    # close the error within HORIZON steps.
+    assert assist_step(0.0, -0.5, previous=-0.8, pinned=-1.0, gains=GAINS) == 0.0
+    assert assist_step(0.0, -0.5, previous=-0.55, pinned=-1.0, gains=GAINS) == 0.0
+    # It creeps (would take more than 10 steps), sticks or drifts away: the assist starts.
+    assert assist_step(0.0, -0.5, previous=-0.54, pinned=-1.0, gains=GAINS) == pytest.approx(
+        -0.01)
+    assert assist_step(0.0, -0.5, previous=-0.5, pinned=-1.0, gains=GAINS) == pytest.approx(
+        -0.01)
+    assert assist_step(0.0, 0.6, previous=0.5, pinned=1.0, gains=GAINS) == pytest.approx(0.012)
+    # Once started it integrates whether or not the error shrinks.
+    assert assist_step(-0.01, -0.4, previous=-0.5, pinned=-1.0, gains=GAINS) == pytest.approx(
+        -0.018)
 
 
 def test_the_assist_integrates_within_its_limit_and_hands_back_at_zero():
     alpha = 0.0
     for _ in range(10):  # a persistent error past the bound: it grows to the limit
-        alpha = assist_step(alpha, 0.5, pinned=1.0, gains=GAINS)
+        alpha = assist_step(alpha, 0.5, previous=0.0, pinned=1.0, gains=GAINS)
     assert alpha == GAINS.limit
     # Once engaged it keeps integrating whatever the main actuator does ...
-    alpha = assist_step(alpha, -0.5, pinned=0.0, gains=GAINS)
+    alpha = assist_step(alpha, -0.5, previous=0.0, pinned=0.0, gains=GAINS)
     assert alpha == pytest.approx(0.04)
     # ... and winds back to zero, never past it in one step (a bonus does not become a penalty).
-    alpha = assist_step(alpha, -5.0, pinned=-1.0, gains=GAINS)
+    alpha = assist_step(alpha, -5.0, previous=0.0, pinned=-1.0, gains=GAINS)
     assert alpha == pytest.approx(0.02)  # the error counts at most ±1: α moves by ≤ g a step
-    alpha = assist_step(alpha, -5.0, pinned=0.0, gains=GAINS)
+    alpha = assist_step(alpha, -5.0, previous=0.0, pinned=0.0, gains=GAINS)
     assert alpha == 0.0
-    alpha = assist_step(alpha, -5.0, pinned=0.0, gains=GAINS)
+    alpha = assist_step(alpha, -5.0, previous=0.0, pinned=0.0, gains=GAINS)
     assert alpha == 0.0  # at zero it waits for the main actuator's bound
     # From zero, a penalty needs the lowering bound.
-    alpha = assist_step(alpha, -0.5, pinned=-1.0, gains=GAINS)
+    alpha = assist_step(alpha, -0.5, previous=0.0, pinned=-1.0, gains=GAINS)
     assert alpha == pytest.approx(-0.01)
     for _ in range(10):
-        alpha = assist_step(alpha, -0.5, pinned=0.0, gains=GAINS)
+        alpha = assist_step(alpha, -0.5, previous=0.0, pinned=0.0, gains=GAINS)
     assert alpha == -GAINS.limit
 
 
@@ -83,8 +99,9 @@ def test_the_assist_reaches_targets_beyond_the_actuators_range(target):
     def run(assisted):
         state, h, trace = start(1e-2, gains), 0.075, []
         for _ in range(80):
+            previous = state.error
             state, u = step(state, h, target, gains)
-            alpha = assist_step(state.assist, state.error, state.pinned, GAINS)
+            alpha = assist_step(state.assist, state.error, previous, state.pinned, GAINS)
             state = replace(state, assist=alpha)
             h = plant(h, u, alpha if assisted else 0.0)
             trace.append(h)

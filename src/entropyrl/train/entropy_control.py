@@ -97,6 +97,7 @@ class EntropyControl:
         if not self.enabled:
             return {}
         used, assisted, target = self.state.value, self.state.assist, self.target(step)
+        previous = self.state.error
         entropy = metrics["train/entropy"]
         if self.state.steps == 0:
             # The approach starts from the first measurement: ref(1) = H_1.
@@ -111,8 +112,8 @@ class EntropyControl:
         else:
             self.state, _ = control.step(self.state, entropy, reference, self.gains)
         if self.cfg.assist != "none":
-            alpha = control.assist_step(self.state.assist, self.state.error, self.state.pinned,
-                                        self.assist)
+            alpha = control.assist_step(self.state.assist, self.state.error, previous,
+                                        self.state.pinned, self.assist)
             self.state = replace(self.state, assist=alpha)
         self.extra["control"] = self.state.to_dict()
         out = {"control/target": target, "control/reference": reference,
