@@ -7,25 +7,28 @@ industry's answer to one loop with two final elements, hands the rest of the ran
 actuator: here the entropy term ``−α·H`` of the loss, whose coefficient can take either sign
 (``α > 0`` a bonus that raises the entropy, ``α < 0`` a penalty that lowers it).
 
-The assist is an integrator on the relative error ``e`` (positive: the entropy is too low).
-It starts only while the main actuator is pinned at the bound the error pushes it to (its
-anti-windup holds: :attr:`~entropyrl.control.ControllerState.pinned`) *and* the error would not
-close on its own within ``HORIZON`` steps at its last rate (``|e_{t−1}| − |e_t|``): an entropy
-that falls towards a lower target at GRPO's own rate needs no push; one that sticks, creeps or
-drifts away does. With
-``ē = clip(e, −1, 1)``, so that ``α`` moves by at most ``g`` per step however far the entropy
-is from a small target::
+The assist integrates the relative error ``e`` (positive: the entropy is too low), but only
+while the error is not closing on its own: by ``|e_{t−1}| − |e_t|`` a step, it would take
+more than ``HORIZON`` steps to close. An entropy that already moves towards the target fast
+enough needs no more push; one that sticks, creeps or drifts away does. It starts from zero
+only while the main actuator is also pinned at the bound the error pushes it to (its
+anti-windup holds: :attr:`~entropyrl.control.ControllerState.pinned`). When the error turns,
+it halves each step. With ``ē = clip(e, −1, 1)``, so that ``α`` grows by at most ``g`` a
+step however far the entropy is from a small target::
 
-    α_{t+1} = clip(α_t + g·ē_t, 0, α_max)      if α_t > 0, or α_t = 0 and the assist starts
-                                               upwards (e_t > 0, pinned at the raising bound)
-    α_{t+1} = clip(α_t + g·ē_t, −α_max, 0)     if α_t < 0, or α_t = 0 and the assist starts
-                                               downwards (e_t < 0, pinned at the lowering bound)
-    α_{t+1} = 0                                otherwise
+    on (e_t has α_t's sign):    α_{t+1} = α_t                         closing within HORIZON
+                                α_{t+1} = clip(α_t + g·ē_t, ±α_max)    otherwise
+    turned (the other sign):    α_{t+1} = α_t / 2   (0 once below g/10)
+    off (α_t = 0):              α_{t+1} = g·ē_t     if pinned that way and not closing, else 0
 
-so it never fights the main actuator: it grows while the error persists past the bound, and
-once the error turns it winds back to zero, where it stops until the main actuator saturates
-again. The clip at zero is the hand-back: a bonus is never turned into a penalty in one
-step, nor the reverse.
+Why not a plain integrator: ``α`` sets the entropy's *rate* of change, so the plant
+integrates, and an integrator that winds back only as fast as it wound up carries the entropy
+far past the target. Measured on the testbed: an undershoot to half the target, after which the
+fork the penalty had shut stayed shut. Holding while the error closes stops the wind-up;
+halving on the turn hands back within a few steps yet keeps a share of the push where the
+target sits beyond the main actuator's reach for good. It never fights the main actuator: it
+starts only in the direction that actuator is pinned, and a bonus never becomes a penalty
+(``α`` crosses zero only through ``α = 0``).
 """
 
 from __future__ import annotations
@@ -65,11 +68,13 @@ def assist_step(alpha: float, error: float, previous: float, pinned: float,
     Returns:
         ``α_{t+1}``.
     """
+    stuck = (abs(previous) - abs(error)) * HORIZON < abs(error)  # not closing in time
+    if alpha * error < 0:  # turned: hand back
+        half = alpha / 2
+        return half if abs(half) >= gains.gain / 10 else 0.0
+    if alpha == 0 and not error * pinned > 0:
+        return 0.0
+    if not stuck or error == 0:
+        return alpha
     moved = alpha + gains.gain * min(max(error, -1.0), 1.0)
-    closing = abs(previous) - abs(error)
-    starts = alpha == 0 and error * pinned > 0 and closing * HORIZON < abs(error)
-    if alpha > 0 or (starts and error > 0):
-        return min(max(moved, 0.0), gains.limit)
-    if alpha < 0 or (starts and error < 0):
-        return max(min(moved, 0.0), -gains.limit)
-    return 0.0
+    return min(max(moved, -gains.limit), gains.limit)
