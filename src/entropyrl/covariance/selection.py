@@ -91,8 +91,8 @@ def selection_count(ratio: float, n_tokens: int) -> int:
 class _Scored(NamedTuple):
     """This rank's parts flattened and concatenated in (part, row, position) order.
 
-    ``rows`` is one buffer ``[R, n]``, the selection's own to overwrite: log π and A (both
-    zero at masked positions), the mask as 0/1 in the dtype of the log-probs, then the extra
+    ``rows`` is one buffer ``[R, n]``, the selection's own to overwrite: the mask as 0/1 in
+    the dtype of the log-probs, log π and A (both zero at masked positions), then the extra
     fields asked of :func:`_score`. Working in place in it, rather than on mini-batch-sized
     temporaries, saves passes over memory and allocations.
     """
@@ -133,7 +133,7 @@ def _score(parts: Sequence[SelectionPart], dist: Dist, extra: Sequence[str] = ()
         parts: the micro-batches.
         dist: the ranks the sums are reduced over.
         extra: names of further :class:`SelectionPart` fields to gather (``old_logprobs``),
-            as the rows after the mask.
+            as the rows after log π and A.
 
     One host read in the usual case: the global sums (needed for ``N``). They double as the
     finiteness check of the log-probs and advantages, on every rank at once; ``old_logprobs``,
@@ -152,25 +152,23 @@ def _score(parts: Sequence[SelectionPart], dist: Dist, extra: Sequence[str] = ()
     columns = [[getattr(p, name) for p in parts] for name in ("logprobs", "advantages", *extra)]
     n = sum(m.numel() for m in masks)
     rows = torch.empty(len(columns) + 1, n, dtype=first.dtype, device=first.device)
-    _concat_into(rows[:2], columns[:2])
-    if extra:
-        _concat_into(rows[3:], columns[2:])
+    _concat_into(rows[1:], columns)  # every float field in one cat
     valid = _concat_into(torch.empty(n, dtype=torch.bool, device=first.device), [masks])
     # The mask as 0/1 floats, through uint8: on the CPU uint8 → float is vectorised and
     # bool → float is not.
-    valid01 = rows[2].copy_(valid.view(torch.uint8))
+    valid01 = rows[0].copy_(valid.view(torch.uint8))
     # A product by 0/1 (several times cheaper than torch.where) zeroes masked positions
     # exactly as long as no NaN/inf sits there (0·inf = NaN), which the sums below detect.
-    rows[:2].mul_(valid01)
-    # Σ log π, Σ A and N in one pass, summed in float64 (not summed in float32 and then cast):
+    rows[1:3].mul_(valid01)
+    # N, Σ log π and Σ A in one pass, summed in float64 (not summed in float32 and then cast):
     # the means then agree across splits and ranks to float64 rounding.
-    sum_lp, sum_adv, n_valid = dist.all_reduce(rows[:3].double().sum(1)).tolist()
+    n_valid, sum_lp, sum_adv = dist.all_reduce(rows[:3].double().sum(1)).tolist()
     if not (math.isfinite(sum_lp) and math.isfinite(sum_adv)):
         # A NaN/inf somewhere, at a valid position (an error) or in the padding (allowed). Mask
         # with masked_fill, which lets nothing through from the padding, and sum again; every
         # rank saw the same sums, so all of them take this branch.
-        _concat_into(rows[:2], columns[:2]).masked_fill_(~valid, 0.0)
-        sum_lp, sum_adv = dist.all_reduce(rows[:2].double().sum(1)).tolist()
+        _concat_into(rows[1:3], columns[:2]).masked_fill_(~valid, 0.0)
+        sum_lp, sum_adv = dist.all_reduce(rows[1:3].double().sum(1)).tolist()
         if not (math.isfinite(sum_lp) and math.isfinite(sum_adv)):
             _raise_not_finite(parts, masks)
     if "old_logprobs" in extra and value_checks_enabled(rows):
@@ -200,29 +198,52 @@ def _split_to_parts(flat: torch.Tensor, shapes: Sequence[torch.Size]) -> list[to
 
 
 def _clip_cov_candidates(sc: _Scored, config: ClipCovConfig) -> torch.Tensor:
-    """``[n]`` bool: valid tokens with ``ω_low < cov_i < ω_high`` that PPO does not clip.
+    """``[n]`` 0/1 (rows' dtype): valid tokens in ``(ω_low, ω_high)`` that PPO does not clip.
 
-    Works in the rows of ``sc`` (log π, A, 0/1 mask, log π_old), overwriting them. Every
+    Works in the rows of ``sc`` (0/1 mask, log π, A, log π_old), overwriting them. Every
     comparison writes 0/1 floats: on the CPU a comparison written into a float tensor is
     vectorised and one into a bool tensor is not (about 5x faster at these sizes); 0/1
     values combine exactly by product.
     """
-    lp, adv, valid01, old = sc.rows
-    cov = centred_product(lp, adv, None, sc.mean_logprob, sc.mean_advantage)  # everywhere
+    valid01, lp, adv, old = sc.rows
     log_ratio = torch.sub(lp, old, out=old)
-    # inside: ω_low < cov_i < ω_high, and valid.
-    inside = torch.gt(cov, config.cov_low, out=lp).mul_(cov.lt_(config.cov_high)).mul_(valid01)
+    cov = centred_product(lp, adv, None, sc.mean_logprob, sc.mean_advantage, out=lp)
     # PPO clips a token when A > 0 and r > 1 + ε_high, or A < 0 and r < 1 − ε_low; tested on
     # the log-ratio to avoid an exp. With ε_low ≥ 1 (the default 1) the low clip never
     # fires (log 0 = −inf), so its test is skipped.
-    clipped = torch.gt(log_ratio, math.log1p(config.clip.eps_high), out=cov)
-    clipped.mul_(torch.gt(adv, 0.0, out=valid01))
+    low = None
     if config.clip.eps_low < 1:
-        # Exclusive with the high clip (A < 0 vs A > 0): the sum stays 0/1.
-        low = torch.lt(adv, 0.0, out=adv).mul_(log_ratio.lt_(math.log1p(-config.clip.eps_low)))
-        clipped.add_(low)
-    # inside > clipped: in the band, valid and not clipped (one pass over 0/1 values).
-    return torch.gt(inside, clipped, out=clipped).bool()
+        low = torch.lt(adv, 0.0, out=torch.empty_like(adv))
+        low.mul_(torch.lt(log_ratio, math.log1p(-config.clip.eps_low), out=torch.empty_like(adv)))
+    high = log_ratio.gt_(math.log1p(config.clip.eps_high)).mul_(adv.gt_(0.0))
+    clipped = high if low is None else high.add_(low)  # exclusive (A > 0 vs A < 0): 0/1
+    # ω_low < cov_i < ω_high and not clipped: the lower bound of a clipped token is raised
+    # to the largest float, ω_low + big·clipped (exact: + 0 elsewhere), which no finite cov_i
+    # exceeds and +inf fails the upper bound; this spares a pass over the 0/1 values.
+    big = torch.finfo(cov.dtype).max
+    if config.cov_high - config.cov_low < big / 2:  # ω_low + big stays above ω_high
+        lower = torch.add(cov.new_full((), config.cov_low), clipped, alpha=big, out=clipped)
+        inside = torch.gt(cov, lower, out=lower)
+        inside.mul_(cov.lt_(config.cov_high))
+    else:
+        inside = torch.gt(cov, config.cov_low, out=torch.empty_like(cov))
+        inside.mul_(cov.lt_(config.cov_high)).mul_(clipped.le_(0.0))
+    if _may_be_inside(sc.mean_logprob * sc.mean_advantage, config, cov.dtype):
+        # A masked position (log π = A = 0 there) scores μ_lp·μ_A: only when that can fall in
+        # the band does the mask need a pass of its own.
+        inside.mul_(valid01)
+    return inside
+
+
+def _may_be_inside(masked_cov: float, config: ClipCovConfig, dtype: torch.dtype) -> bool:
+    """Whether ``cov`` at a masked position, ``μ_lp·μ_A`` up to rounding, may be in the band.
+
+    The margin, 16 ulps of ``dtype`` relative to the largest of the three numbers, is far
+    above the few roundings (of the means, the product and the bounds) the scores see.
+    """
+    scale = max(abs(masked_cov), abs(config.cov_low), abs(config.cov_high))
+    margin = 16 * torch.finfo(dtype).eps * scale
+    return config.cov_low - margin < masked_cov < config.cov_high + margin
 
 
 def select_clip_cov(
@@ -255,7 +276,7 @@ def select_clip_cov(
     sc = _score(parts, dist, extra=("old_logprobs",))
     # Running count of candidates: its last entry is their number (the one host read here),
     # and the j-th candidate (from 0) is where it first reaches j + 1.
-    running = _clip_cov_candidates(sc, config).cumsum(0)
+    running = _clip_cov_candidates(sc, config).bool().cumsum(0)
     n_local = int(running[-1]) if running.numel() else 0
     offset, n_candidates = dist.counts(n_local)
     k = min(selection_count(config.ratio, sc.n_tokens), n_candidates)
@@ -292,7 +313,7 @@ def select_kl_cov(
     config = config or KLCovConfig()
     dist = dist or _ONE_PROCESS
     sc = _score(parts, dist)
-    lp, adv, valid01 = sc.rows
+    valid01, lp, adv = sc.rows
     n_local = lp.numel()
     # cov_i at valid positions, −inf at masked ones (never among the top k, as k ≤ N): the
     # product is taken everywhere, then (m − 1)/m is added, 0 where m = 1 and −inf where
