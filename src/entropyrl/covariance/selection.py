@@ -122,6 +122,27 @@ def _concat_into(out: torch.Tensor, columns: Sequence[Sequence[torch.Tensor]]) -
     return out
 
 
+def _checked_mask(i: int, part: SelectionPart) -> torch.Tensor:
+    """``parts[i]``'s mask as bool, after :func:`check_policy_inputs`' metadata checks.
+
+    The usual case (four tensors of one shape and device, float log-probs and advantages of
+    one dtype, a bool mask) is recognised in one expression, several times cheaper than the
+    checks one by one; anything else goes through them, for their messages.
+    """
+    lp, old, adv, m = part
+    tensor = torch.Tensor
+    if (isinstance(lp, tensor) and isinstance(old, tensor) and isinstance(adv, tensor)
+            and isinstance(m, tensor) and lp.ndim == 2 and lp.is_floating_point()
+            and old.dtype == lp.dtype and adv.dtype == lp.dtype and m.dtype == torch.bool
+            and old.shape == lp.shape and adv.shape == lp.shape and m.shape == lp.shape
+            and old.device == lp.device and adv.device == lp.device and m.device == lp.device):
+        return m
+    try:
+        return check_policy_inputs(lp, old, adv, m, check_values=False)
+    except ValueError as err:
+        raise ValueError(f"parts[{i}].{err}") from None
+
+
 def _score(parts: Sequence[SelectionPart], dist: Dist, extra: Sequence[str] = ()) -> _Scored:
     """Validate the parts, gather them into one buffer and take the global means.
 
@@ -142,12 +163,7 @@ def _score(parts: Sequence[SelectionPart], dist: Dist, extra: Sequence[str] = ()
     """
     if len(parts) == 0:
         raise ValueError("parts: expected at least one micro-batch, got an empty list")
-    masks = []
-    for i, p in enumerate(parts):
-        try:
-            masks.append(check_policy_inputs(*p, check_values=False))
-        except ValueError as err:
-            raise ValueError(f"parts[{i}].{err}") from None
+    masks = [_checked_mask(i, p) for i, p in enumerate(parts)]
     first = parts[0].logprobs
     columns = [[getattr(p, name) for p in parts] for name in ("logprobs", "advantages", *extra)]
     n = sum(m.numel() for m in masks)
@@ -160,9 +176,15 @@ def _score(parts: Sequence[SelectionPart], dist: Dist, extra: Sequence[str] = ()
     # A product by 0/1 (several times cheaper than torch.where) zeroes masked positions
     # exactly as long as no NaN/inf sits there (0·inf = NaN), which the sums below detect.
     rows[1:3].mul_(valid01)
-    # N, Σ log π and Σ A in one pass, summed in float64 (not summed in float32 and then cast):
-    # the means then agree across splits and ranks to float64 rounding.
-    n_valid, sum_lp, sum_adv = dist.all_reduce(rows[:3].double().sum(1)).tolist()
+    # Σ log π and Σ A summed in float64 (not summed in float32 and then cast): the means then
+    # agree across splits and ranks to float64 rounding. N is exact in a float32 sum of 0/1
+    # up to 2**24 tokens (every partial sum is an integer it holds), which spares converting
+    # the mask row to float64; one host read either way.
+    if rows.dtype in (torch.float32, torch.float64) and n <= 2**24:
+        sums = torch.cat([valid01.sum(0, keepdim=True).double(), rows[1:3].double().sum(1)])
+    else:
+        sums = rows[:3].double().sum(1)
+    n_valid, sum_lp, sum_adv = dist.all_reduce(sums).tolist()
     if not (math.isfinite(sum_lp) and math.isfinite(sum_adv)):
         # A NaN/inf somewhere, at a valid position (an error) or in the padding (allowed). Mask
         # with masked_fill, which lets nothing through from the padding, and sum again; every
@@ -274,8 +296,7 @@ def select_clip_cov(
         generator = torch.Generator().manual_seed(0)
     dist = dist or _ONE_PROCESS
     sc = _score(parts, dist, extra=("old_logprobs",))
-    # Running count of candidates: its last entry is their number (the one host read here),
-    # and the j-th candidate (from 0) is where it first reaches j + 1.
+    # Running count of candidates: its last entry is their number (the one host read here).
     running = _clip_cov_candidates(sc, config).bool().cumsum(0)
     n_local = int(running[-1]) if running.numel() else 0
     offset, n_candidates = dist.counts(n_local)
@@ -285,7 +306,8 @@ def select_clip_cov(
     if dist.world > 1:
         # Keep the draws that fall in this rank's slice of the global candidate list.
         local = chosen[(chosen >= offset) & (chosen < offset + n_local)] - offset
-    positions = torch.searchsorted(running, (local + 1).to(running.device))
+    # The j-th candidate (from 0) is the first place where the running count exceeds j.
+    positions = torch.searchsorted(running, local.to(running.device), right=True)
     flat = torch.zeros(running.numel(), dtype=torch.bool, device=running.device)
     masks = _split_to_parts(flat.index_fill_(0, positions, True), sc.shapes)
     return CovSelection(masks, sc.n_tokens, n_candidates, k, sc.mean_logprob, sc.mean_advantage)
@@ -316,11 +338,11 @@ def select_kl_cov(
     valid01, lp, adv = sc.rows
     n_local = lp.numel()
     # cov_i at valid positions, −inf at masked ones (never among the top k, as k ≤ N): the
-    # product is taken everywhere, then (m − 1)/m is added, 0 where m = 1 and −inf where
-    # m = 0. Float passes: torch.where on a bool mask is not vectorised on the CPU (about 4x
-    # the time of these three passes here).
+    # product is taken everywhere, then (m − 1)/m is added (one addcdiv), 0 where m = 1 and
+    # −inf where m = 0. Float passes: torch.where on a bool mask is not vectorised on the CPU
+    # (about 4x the time of these passes here).
     values = centred_product(lp, adv, None, sc.mean_logprob, sc.mean_advantage, out=lp)
-    values.add_((valid01 - 1).div_(valid01))
+    values.addcdiv_(valid01 - 1, valid01)
     offset, _ = dist.counts(n_local)
     k = min(selection_count(config.ratio, sc.n_tokens), sc.n_tokens)
     flat = _top_k_mask(values, min(k, n_local))
