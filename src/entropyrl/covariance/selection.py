@@ -268,6 +268,18 @@ def _may_be_inside(masked_cov: float, config: ClipCovConfig, dtype: torch.dtype)
     return config.cov_low - margin < masked_cov < config.cov_high + margin
 
 
+def _running_count(flags01: torch.Tensor) -> torch.Tensor:
+    """Running count ``[n]`` of 0/1 ``flags01``, exact.
+
+    A float32/float64 cumsum is exact up to 2**24 entries (every partial count is an integer
+    float32 holds) and spares the two full-size copies of a bool → int64 count (to bool, then
+    to int64 inside cumsum); beyond that, or in a narrower dtype, the count is in int64.
+    """
+    if flags01.dtype in (torch.float32, torch.float64) and flags01.numel() <= 2**24:
+        return flags01.cumsum(0)
+    return flags01.bool().cumsum(0)
+
+
 def select_clip_cov(
     parts: Sequence[SelectionPart],
     config: ClipCovConfig | None = None,
@@ -297,7 +309,7 @@ def select_clip_cov(
     dist = dist or _ONE_PROCESS
     sc = _score(parts, dist, extra=("old_logprobs",))
     # Running count of candidates: its last entry is their number (the one host read here).
-    running = _clip_cov_candidates(sc, config).bool().cumsum(0)
+    running = _running_count(_clip_cov_candidates(sc, config))
     n_local = int(running[-1]) if running.numel() else 0
     offset, n_candidates = dist.counts(n_local)
     k = min(selection_count(config.ratio, sc.n_tokens), n_candidates)
@@ -307,7 +319,7 @@ def select_clip_cov(
         # Keep the draws that fall in this rank's slice of the global candidate list.
         local = chosen[(chosen >= offset) & (chosen < offset + n_local)] - offset
     # The j-th candidate (from 0) is the first place where the running count exceeds j.
-    positions = torch.searchsorted(running, local.to(running.device), right=True)
+    positions = torch.searchsorted(running, local.to(running.device, running.dtype), right=True)
     flat = torch.zeros(running.numel(), dtype=torch.bool, device=running.device)
     masks = _split_to_parts(flat.index_fill_(0, positions, True), sc.shapes)
     return CovSelection(masks, sc.n_tokens, n_candidates, k, sc.mean_logprob, sc.mean_advantage)
@@ -374,8 +386,8 @@ def _top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
     # One spare place at the end: a tie rank beyond the number of ties lands there.
     flat = torch.zeros(n + 1, dtype=torch.bool, device=values.device)
     flat.index_put_((top.indices,), above)
-    ties = torch.eq(values, threshold, out=torch.empty_like(values)).bool()
-    ranks = torch.arange(1, k + 1, device=values.device)  # [k]
-    places = torch.searchsorted(ties.cumsum(0), ranks)  # [k] where the j-th tie is, or n
+    ties = _running_count(torch.eq(values, threshold, out=torch.empty_like(values)))
+    ranks = torch.arange(1, k + 1, dtype=ties.dtype, device=values.device)  # [k]
+    places = torch.searchsorted(ties, ranks)  # [k] where the j-th tie is, or n
     flat.index_put_((places,), ranks <= k - above.sum())
     return flat[:n]
