@@ -59,7 +59,7 @@ CONTROLLERS: dict[str, tuple[str, tuple[str, ...]]] = {
         "control.max_value=5e-2")),
 }
 # The assist (docs/control.md): an entropy bonus or penalty where the actuator is pinned.
-ASSIST = ("control.assist=entropy_coef", "control.assist_gain=0.02", "control.assist_limit=0.2")
+ASSIST = ("control.assist=entropy_coef", "control.assist_gain=0.05", "control.assist_limit=0.2")
 for _name in ("clip_cov_ratio/pi", "clip_cov_ratio/predictive", "kl_cov_ratio/pi",
               "kl_cov_ratio/predictive"):
     CONTROLLERS[f"{_name}+assist"] = (CONTROLLERS[_name][0], (*CONTROLLERS[_name][1], *ASSIST))

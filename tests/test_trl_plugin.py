@@ -240,7 +240,8 @@ def test_the_assist_adds_an_entropy_bonus_once_the_ratio_is_pinned(tmp_path):
                         clip_cov_low=0.0, clip_cov_high=100.0, control_kind="pi",
                         control_target_entropy=5.0, control_approach_steps=0,
                         control_max_value=5e-3, control_assist="entropy_coef",
-                        control_assist_gain=0.02, entropy_diagnostics=False)
+                        control_assist_gain=0.02, control_assist_limit=0.05,
+                        entropy_diagnostics=False)
     # The ratio starts at its bound and the entropy is far below the target: the bonus grows
     # by g·e per generation batch, and the loss carries it.
     assert [h["control/actuator_value"] for h in logs] == [5e-3] * 3

@@ -236,9 +236,12 @@ class ControlConfig:
         "none", "second actuator for what the first cannot reach: entropy_coef adds an "
         "entropy bonus (or penalty) while the actuator sits at a bound (docs/control.md)"
     )
-    assist_gain: float = _f(0.02, "assist: change of the entropy coefficient per unit "
-                            "relative error per step")
-    assist_limit: float = _f(0.05, "assist: largest |entropy coefficient| it adds")
+    assist_gain: float = _f(0.0025, "assist: change of the entropy coefficient per unit "
+                            "relative error per step (the most it grows in one step)")
+    assist_limit: float = _f(
+        0.01, "assist: largest |entropy coefficient| it adds; keep it below the bonus at which "
+        "the entropy explodes (paper, 7B: 0.01; testbed: ~0.2)"
+    )
 
 
 @dataclass

@@ -78,9 +78,10 @@ class EntropyGRPOConfig(GRPOConfig):
     control_assist: str = _f(
         "none", "second actuator while the first is pinned at a bound: none or entropy_coef "
         "(an entropy bonus or penalty added to entropy_coef)")
-    control_assist_gain: float = _f(0.02, "assist: change of its coefficient per unit "
+    control_assist_gain: float = _f(0.0025, "assist: change of its coefficient per unit "
                                     "relative error per generation batch")
-    control_assist_limit: float = _f(0.05, "assist: largest |coefficient| it adds")
+    control_assist_limit: float = _f(0.01, "assist: largest |coefficient| it adds (below the "
+                                     "bonus at which the entropy explodes)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
