@@ -10,7 +10,7 @@ both. The predictive controller
 also reads the step's same-batch ``dyn/delta_entropy`` and the covariance profile of the
 global batch (:func:`entropyrl.control.removal_profile`), identical on every rank. With
 ``control.assist: entropy_coef`` the entropy term of the loss takes over where the actuator
-sits at a bound (:mod:`entropyrl.control.assist`): its coefficient is added to
+is pinned at a bound (:mod:`entropyrl.control.assist`): its coefficient is added to
 ``loss.entropy_coef``.
 """
 
