@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from entropyrl.control.assist import check_assist
+
 if TYPE_CHECKING:
     from entropyrl.config import TrainConfig
 
@@ -115,12 +117,7 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError("control.kp: expected kp, ki >= 0, delta > 0, schedule_steps >= 0")
         if c.approach_steps < 0:
             raise ValueError(f"control.approach_steps: expected >= 0, got {c.approach_steps}")
-        if c.assist != "none" and not (c.assist_gain > 0 and c.assist_limit > 0):
-            raise ValueError(f"control.assist_gain: expected assist_gain > 0 and assist_limit > "
-                             f"0, got {c.assist_gain} and {c.assist_limit}")
-        if c.assist == c.actuator:
-            raise ValueError(f"control.assist: {c.assist} is already the actuator; assist the "
-                             f"actuator with another term, or set control.assist=none")
+        check_assist(c.assist, c.actuator, c.assist_gain, c.assist_limit, "control.")
         needs = {"clip_cov_ratio": "clip_cov", "kl_cov_coef": "kl_cov", "kl_cov_ratio": "kl_cov",
                  "eps_low": "ppo"}.get(c.actuator)
         if c.kind == "predictive" and c.actuator not in ("clip_cov_ratio", "kl_cov_ratio"):

@@ -11,7 +11,7 @@
 """
 
 from entropyrl.control.actuate import actuator_value, apply
-from entropyrl.control.assist import ASSISTS, AssistGains, assist_step
+from entropyrl.control.assist import ASSISTS, AssistGains, assist_step, check_assist
 from entropyrl.control.controller import (
     ACTUATORS,
     CONTROLLER_KINDS,
@@ -46,6 +46,7 @@ __all__ = [
     "actuator_value",
     "apply",
     "assist_step",
+    "check_assist",
     "grid",
     "predictive_step",
     "reference_at",

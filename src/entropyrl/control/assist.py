@@ -53,6 +53,22 @@ class AssistGains(NamedTuple):
     limit: float
 
 
+def check_assist(assist: str, actuator: str, gain: float, limit: float, prefix: str) -> None:
+    """Refuse an assist that is the actuator itself, or one without a positive gain and limit.
+
+    ``prefix`` spells the fields as the caller's config does (``control.`` or ``control_``).
+
+    Raises:
+        ValueError: naming the field and the fix.
+    """
+    if assist != "none" and not (gain > 0 and limit > 0):
+        raise ValueError(f"{prefix}assist_gain: expected {prefix}assist_gain > 0 and "
+                         f"{prefix}assist_limit > 0, got {gain} and {limit}")
+    if assist == actuator:
+        raise ValueError(f"{prefix}assist: {assist} is already the actuator; assist it with "
+                         f"another term, or set {prefix}assist=none")
+
+
 def assist_step(alpha: float, error: float, previous: float, pinned: float,
                 gains: AssistGains) -> float:
     """The assist's coefficient after one more relative error (module docstring).

@@ -122,27 +122,6 @@ def _concat_into(out: torch.Tensor, columns: Sequence[Sequence[torch.Tensor]]) -
     return out
 
 
-def _checked_mask(i: int, part: SelectionPart) -> torch.Tensor:
-    """``parts[i]``'s mask as bool, after :func:`check_policy_inputs`' metadata checks.
-
-    The usual case (four tensors of one shape and device, float log-probs and advantages of
-    one dtype, a bool mask) is recognised in one expression, several times cheaper than the
-    checks one by one; anything else goes through them, for their messages.
-    """
-    lp, old, adv, m = part
-    tensor = torch.Tensor
-    if (isinstance(lp, tensor) and isinstance(old, tensor) and isinstance(adv, tensor)
-            and isinstance(m, tensor) and lp.ndim == 2 and lp.is_floating_point()
-            and old.dtype == lp.dtype and adv.dtype == lp.dtype and m.dtype == torch.bool
-            and old.shape == lp.shape and adv.shape == lp.shape and m.shape == lp.shape
-            and old.device == lp.device and adv.device == lp.device and m.device == lp.device):
-        return m
-    try:
-        return check_policy_inputs(lp, old, adv, m, check_values=False)
-    except ValueError as err:
-        raise ValueError(f"parts[{i}].{err}") from None
-
-
 def _score(parts: Sequence[SelectionPart], dist: Dist, extra: Sequence[str] = ()) -> _Scored:
     """Validate the parts, gather them into one buffer and take the global means.
 
@@ -163,7 +142,12 @@ def _score(parts: Sequence[SelectionPart], dist: Dist, extra: Sequence[str] = ()
     """
     if len(parts) == 0:
         raise ValueError("parts: expected at least one micro-batch, got an empty list")
-    masks = [_checked_mask(i, p) for i, p in enumerate(parts)]
+    masks = []
+    for i, p in enumerate(parts):
+        try:
+            masks.append(check_policy_inputs(*p, check_values=False))
+        except ValueError as err:
+            raise ValueError(f"parts[{i}].{err}") from None
     first = parts[0].logprobs
     columns = [[getattr(p, name) for p in parts] for name in ("logprobs", "advantages", *extra)]
     n = sum(m.numel() for m in masks)
@@ -239,17 +223,9 @@ def _clip_cov_candidates(sc: _Scored, config: ClipCovConfig) -> torch.Tensor:
         low.mul_(torch.lt(log_ratio, math.log1p(-config.clip.eps_low), out=torch.empty_like(adv)))
     high = log_ratio.gt_(math.log1p(config.clip.eps_high)).mul_(adv.gt_(0.0))
     clipped = high if low is None else high.add_(low)  # exclusive (A > 0 vs A < 0): 0/1
-    # ω_low < cov_i < ω_high and not clipped: the lower bound of a clipped token is raised
-    # to the largest float, ω_low + big·clipped (exact: + 0 elsewhere), which no finite cov_i
-    # exceeds and +inf fails the upper bound; this spares a pass over the 0/1 values.
-    big = torch.finfo(cov.dtype).max
-    if config.cov_high - config.cov_low < big / 2:  # ω_low + big stays above ω_high
-        lower = torch.add(cov.new_full((), config.cov_low), clipped, alpha=big, out=clipped)
-        inside = torch.gt(cov, lower, out=lower)
-        inside.mul_(cov.lt_(config.cov_high))
-    else:
-        inside = torch.gt(cov, config.cov_low, out=torch.empty_like(cov))
-        inside.mul_(cov.lt_(config.cov_high)).mul_(clipped.le_(0.0))
+    # ω_low < cov_i < ω_high and not clipped (A's row is free again: it holds A > 0 now).
+    inside = torch.gt(cov, config.cov_low, out=adv)
+    inside.mul_(cov.lt_(config.cov_high)).mul_(clipped.le_(0.0))
     if _may_be_inside(sc.mean_logprob * sc.mean_advantage, config, cov.dtype):
         # A masked position (log π = A = 0 there) scores μ_lp·μ_A: only when that can fall in
         # the band does the mask need a pass of its own.

@@ -96,13 +96,8 @@ class EntropyGRPOConfig(GRPOConfig):
         check_choice("control_actuator", self.control_actuator, control.ACTUATORS)
         check_choice("control_schedule", self.control_schedule, control.SCHEDULE_KINDS)
         check_choice("control_assist", self.control_assist, control.ASSISTS)
-        if self.control_assist != "none" and not (self.control_assist_gain > 0
-                                                  and self.control_assist_limit > 0):
-            raise ValueError("control_assist_gain: expected control_assist_gain > 0 and "
-                             "control_assist_limit > 0")
-        if self.control_assist == self.control_actuator:
-            raise ValueError(f"control_assist: {self.control_assist} is already the actuator; "
-                             f"assist it with another term, or set control_assist='none'")
+        control.check_assist(self.control_assist, self.control_actuator,
+                             self.control_assist_gain, self.control_assist_limit, "control_")
         check_unsupported(self)
         try:
             loss_config(self)
